@@ -1,0 +1,7 @@
+"""yolonas: YOLO-NAS, done completely."""
+
+from yolonas.arch.model import Preprocessing, YoloNAS, build
+from yolonas.arch.spec import ArchSpec, yolo_nas_l, yolo_nas_m, yolo_nas_s
+
+__all__ = ["ArchSpec", "Preprocessing", "YoloNAS", "build", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l"]
+__version__ = "0.1.0"
