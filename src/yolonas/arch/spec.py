@@ -104,8 +104,9 @@ class ArchSpec:
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> ArchSpec:
         """Read a spec from a YAML file (or YAML text) written by `to_yaml`."""
-        p = Path(path_or_text)
-        text = p.read_text() if p.suffix in (".yaml", ".yml") or p.exists() else str(path_or_text)
+        text = str(path_or_text)
+        if "\n" not in text:  # a path, not YAML text
+            text = Path(text).read_text()
         data = yaml.safe_load(text)
         if not isinstance(data, dict) or "arch" not in data:
             raise ValueError(f"{path_or_text}: not an architecture spec (no top-level 'arch' key)")

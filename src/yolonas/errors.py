@@ -1,0 +1,17 @@
+"""The project's own exceptions: caught once in the CLI and printed as one line."""
+
+
+class YolonasError(Exception):
+    """Base class of every error meant for the user; the message says what is wrong and what to do."""
+
+
+class DataError(YolonasError):
+    """A data set, label file or image is missing or malformed."""
+
+
+class CheckpointError(YolonasError):
+    """A checkpoint or weights file cannot be read, or does not fit the model."""
+
+
+class InputError(YolonasError):
+    """An argument or input (image, path, shape, option) is not usable."""
