@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+STAMP := .install.stamp
+
+.PHONY: install demo test lint bench bench-quick clean
+
+# torch/torchvision first, pinned to the releases this project supports (pip takes them from the
+# local wheel cache where there is one), then the package with its test extras.
+$(STAMP): pyproject.toml
+	$(PIP) install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PYTHON) benchmarks/demo.py
+
+test: install
+	$(PYTHON) -m pytest tests -q -p no:cacheprovider --durations=15
+
+lint: install
+	$(PYTHON) -m ruff check src tests benchmarks
+
+bench: install
+	$(PYTHON) benchmarks/latency.py
+
+clean:
+	rm -rf $(STAMP) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,57 @@
+"""Helpers shared by the benchmark scripts: data location, machine description, interleaved timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def datasets_root() -> Path:
+    """The shared data sets: $YOLONAS_DATASETS, else ../shared/datasets beside the repo."""
+    return Path(os.environ.get("YOLONAS_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], blocks: int, runs: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Per-block medians (ms) of each fn, the fns taking turns inside every block so that machine noise
+    hits them alike. Returns name -> list of block medians."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    medians: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(blocks):
+        samples: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(runs):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+        for name, s in samples.items():
+            medians[name].append(statistics.median(s))
+    return medians
+
+
+def ratio_median(num: list[float], den: list[float]) -> float:
+    """Median over blocks of the per-block ratio num/den (noise cancels within a block)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
