@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from yolonas.arch.model import build
 from yolonas.arch.spec import ArchSpec, yolo_nas_l, yolo_nas_m, yolo_nas_s, yolo_nas_tiny
+from yolonas.arch.summary import summarize
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 SPECS = {"s": yolo_nas_s, "m": yolo_nas_m, "l": yolo_nas_l}
@@ -41,18 +42,24 @@ def test_state_dict_matches_super_gradients(variant):
     assert abs(sum(p.numel() for p in model.parameters()) - params) < 1000
 
 
-def _gflops(model: nn.Module, size: int) -> float:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
-    return counter.get_total_flops() / 1e9
-
-
 @pytest.mark.parametrize("variant", ["s", "m", "l"])
-def test_gflops_unfused_and_fused(variant):
-    model = build(SPECS[variant]()).eval()
-    _, _, unfused, fused = PUBLISHED[variant]
-    assert _gflops(model, 640) == pytest.approx(unfused, rel=0.01)
-    assert _gflops(model.fuse(), 640) == pytest.approx(fused, rel=0.01)
+def test_summary_gflops_and_params(variant):
+    model = build(SPECS[variant]())
+    info = summarize(model, 640)
+    params, entries, unfused, fused = PUBLISHED[variant]
+    assert info["gflops"] == pytest.approx(unfused, rel=0.01)
+    assert info["gflops_fused"] == pytest.approx(fused, rel=0.01)
+    assert abs(info["params"] - params) < 1000 and info["state_dict_entries"] == entries
+    assert info["params_fused"] == pytest.approx({"s": 12.17e6, "m": 31.89e6, "l": 41.99e6}[variant], rel=1e-3)
+    assert sum(p["gflops"] for p in info["parts"].values()) == pytest.approx(info["gflops"])
+    assert not model.is_fused  # the summary works on copies
+
+
+def test_flop_counter_on_real_tensors_agrees_with_meta():
+    model = build(yolo_nas_tiny(), 3).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 128, 128))
+    assert summarize(model, 128)["gflops"] == pytest.approx(counter.get_total_flops() / 1e9)
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> None:

@@ -14,10 +14,10 @@ from yolonas.errors import YolonasError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="YOLO-NAS: train, evaluate, predict, export, quantize and search.")
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A published name (yolo_nas_s/m/l), a spec YAML or a checkpoint.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Published name, spec YAML or checkpoint.")]
 JsonOpt = Annotated[str | None, typer.Option("--json", help="Write the result as JSON to this path ('-' = stdout).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder name under runs/<task>/ (default: next free exp).")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder under runs/<task>/ (default: next free)")]
 
 
 @app.callback()
@@ -52,7 +52,7 @@ def run_dir(task: str, name: str | None) -> Path:
 @app.command()
 def info(
     model: Annotated[str, typer.Argument(help="A published name, a spec YAML or a checkpoint.")] = "yolo_nas_s",
-    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Class count (default: the model's).")] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Class count (default: its own).")] = None,
     imgsz: Annotated[int, typer.Option("--imgsz", help="Square input size for GFLOPs.")] = 640,
     json_out: JsonOpt = None,
 ) -> None:

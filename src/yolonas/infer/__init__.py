@@ -1,0 +1,21 @@
+"""Inference: letterbox, backend, NMS, Detections; drawing and video writing."""
+
+from yolonas.infer.detections import Detections
+from yolonas.infer.draw import draw_detections
+from yolonas.infer.letterbox import (
+    LetterboxInfo,
+    batch_boxes_to_original,
+    boxes_to_original,
+    letterbox,
+    letterbox_batch,
+)
+from yolonas.infer.postprocess import PREDICT_NMS, VAL_NMS, NMSConfig, postprocess
+from yolonas.infer.predictor import Backend, Predictor, TorchBackend
+from yolonas.infer.sources import ImageSource, read_image
+from yolonas.infer.video import VideoSink
+
+__all__ = [
+    "Backend", "Detections", "ImageSource", "LetterboxInfo", "NMSConfig", "PREDICT_NMS", "Predictor", "TorchBackend",
+    "VAL_NMS", "VideoSink", "batch_boxes_to_original", "boxes_to_original", "draw_detections", "letterbox",
+    "letterbox_batch", "postprocess", "read_image",
+]

@@ -1,0 +1,129 @@
+"""Predictor: images in, `Detections` out, through one pre-processing and one post-processing for every backend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolonas.arch.model import Preprocessing
+from yolonas.errors import InputError
+from yolonas.infer.detections import Detections
+from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
+from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
+from yolonas.infer.sources import ImageSource
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that maps a letterboxed batch [B, 3, H, W] float in [0, 1] to (boxes [B, N, 4] xyxy input pixels,
+    scores [B, N, C] in 0..1). It may also carry `class_names` and `preprocessing`, which the Predictor then uses.
+    """
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TorchBackend:
+    """A YoloNAS module as a `Backend`: forward, then decode, in eval mode."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", half: bool = False):
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.half = half
+        self.class_names = list(model.class_names)
+        self.preprocessing = model.preprocessing
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        was_training = self.model.training
+        if was_training:  # predict() in the middle of training must not leave the model in eval mode
+            self.model.eval()
+        try:
+            # Autocast rather than model.half(): the user's model keeps its float weights.
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+                return self.model.decode(self.model(x))
+        finally:
+            if was_training:
+                self.model.train()
+
+
+class Predictor:
+    """Run a detector on images, folders, globs or videos and return `Detections` in original-image pixels.
+
+    `model` is a YoloNAS (wrapped in a `TorchBackend`) or any `Backend`. `nms` defaults to `PREDICT_NMS`;
+    validation passes `VAL_NMS`. `preprocessing` defaults to the model's own.
+    """
+
+    def __init__(self, model, nms: NMSConfig | None = None, device: torch.device | str = "cpu",
+                 batch_size: int = 8, half: bool = False, preprocessing: Preprocessing | None = None,
+                 class_names: list[str] | None = None):
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        is_yolonas = isinstance(model, nn.Module) and hasattr(model, "decode")
+        self.backend: Backend = TorchBackend(model, self.device, half) if is_yolonas else model
+        if not callable(self.backend):
+            raise InputError(f"cannot predict with a {type(model).__name__}: give a YoloNAS model or a backend")
+        self.nms = nms or PREDICT_NMS
+        self.batch_size = batch_size
+        self.preprocessing = preprocessing or getattr(self.backend, "preprocessing", None) or Preprocessing()
+        self.class_names = class_names or getattr(self.backend, "class_names", None)
+        self.skipped: list[tuple[str, str]] = []  # (file, reason) of the inputs the last predict/stream left out
+        h, w = self.preprocessing.image_size
+        log.info("predict: %s; input %dx%d (h x w), batch %d on %s%s", self.nms.describe(), h, w, batch_size,
+                 self.device, " fp16" if half else "")
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: list[np.ndarray], names: list[str] | None = None) -> list[Detections]:
+        """Detect objects in RGB uint8 HWC arrays of any sizes; one `Detections` per image, in order."""
+        if names is not None and len(names) != len(images):
+            raise InputError(f"{len(names)} names given for {len(images)} images")
+        out: list[Detections] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            batch_names = names[start:start + self.batch_size] if names is not None else [None] * len(batch)
+            out.extend(self._predict_batch(batch, batch_names))
+        return out
+
+    def _predict_batch(self, images: list[np.ndarray], names: list[str | None]) -> list[Detections]:
+        x, infos = letterbox_batch(images, self.preprocessing, self.device)
+        boxes, scores = self.backend(x)
+        class_names = self.class_names or [str(i) for i in range(scores.shape[-1])]
+        dets = batch_boxes_to_original(postprocess(boxes, scores, self.nms), infos)
+        counts = [len(d) for d in dets]
+        # One device-to-host copy for the whole batch.
+        host = torch.cat(dets).cpu().numpy() if dets else np.zeros((0, 6), np.float32)
+        result = []
+        for d, info, name in zip(np.split(host, np.cumsum(counts)[:-1]), infos, names):
+            result.append(Detections(boxes=d[:, :4].astype(np.float32), scores=d[:, 4].astype(np.float32),
+                                     class_ids=d[:, 5].astype(np.int64), class_names=class_names,
+                                     image_shape=(info.orig_h, info.orig_w), path=name))
+        return result
+
+    def stream(self, source) -> Iterator[tuple[str, np.ndarray, Detections]]:
+        """Yield (name, RGB image, Detections) per image or video frame, holding one batch in memory at a time."""
+        src = source if isinstance(source, ImageSource) else ImageSource(source)
+        batch: list[tuple[str, np.ndarray]] = []
+        try:
+            for item in src:
+                batch.append(item)
+                if len(batch) == self.batch_size:
+                    yield from self._run(batch)
+                    batch = []
+            if batch:
+                yield from self._run(batch)
+        finally:
+            self.skipped = list(src.skipped)
+
+    def _run(self, batch: list[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, Detections]]:
+        names, images = [n for n, _ in batch], [im for _, im in batch]
+        yield from zip(names, images, self.predict_arrays(images, names))
+
+    def predict(self, source) -> list[Detections]:
+        """Detect objects in an image path, folder, glob, video, array, PIL image or a list of these."""
+        return [det for _, _, det in self.stream(source)]

@@ -1,0 +1,121 @@
+"""Letterboxing: placement, padding, the batched tensor, and the way back to original pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing
+from yolonas.errors import InputError
+from yolonas.infer.letterbox import (
+    LetterboxInfo,
+    batch_boxes_to_original,
+    boxes_to_original,
+    letterbox,
+    letterbox_batch,
+)
+from yolonas.infer.sources import read_image
+
+
+def _image_with_box(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A dark image with a white rectangle covering pixels x1..x2-1, y1..y2-1 (continuous box x1, y1, x2, y2)."""
+    image = np.full((h, w, 3), 20, np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image
+
+
+def _found_box(image: np.ndarray) -> list[float]:
+    """The continuous box of the bright pixels (edge pixels count when more than half bright)."""
+    ys, xs = np.nonzero(image[:, :, 0] > (255 + 20) / 2)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+@pytest.mark.parametrize("pad", ["center", "bottom_right"])
+@pytest.mark.parametrize("hw, box", [
+    ((240, 300), (40, 30, 200, 170)),  # landscape, scaled up a little
+    ((300, 200), (10, 50, 150, 290)),  # portrait
+    ((90, 60), (5, 20, 50, 70)),  # small, scaled up 3.6x
+    ((700, 420), (100, 123, 333, 650)),  # larger than the input, scaled down
+])
+def test_drawn_box_round_trip(hw, box, pad):
+    h, w = hw
+    pre = Preprocessing(image_size=(320, 320), pad=pad)
+    padded, info = letterbox(_image_with_box(h, w, box), pre)
+    assert padded.shape == (320, 320, 3) and padded.dtype == np.uint8
+    assert (info.orig_h, info.orig_w) == (h, w)
+    back = boxes_to_original(torch.tensor([_found_box(padded)], dtype=torch.float32), info)[0]
+    assert torch.allclose(back, torch.tensor(box, dtype=torch.float32), atol=1.0), (back, box)
+
+
+@pytest.mark.parametrize("pad", ["center", "bottom_right"])
+def test_padding_placement(pad):
+    image = np.full((100, 200, 3), 7, np.uint8)  # 2:1 -> 320x160 inside 320x320
+    padded, info = letterbox(image, Preprocessing(image_size=(320, 320), pad=pad, pad_value=114))
+    assert info.scale == pytest.approx(1.6) and info.pad_x == 0
+    content = (padded != 114).any(axis=2)
+    rows = np.nonzero(content.any(axis=1))[0]
+    assert rows.max() - rows.min() + 1 == 160
+    assert rows.min() == (80 if pad == "center" else 0) == info.pad_y
+    assert (padded[~content] == 114).all()
+
+
+def test_deci_636_in_640_odd_pixel_bottom_right(coco128):
+    # Deci's COCO evaluation: longest side 636, padded to 640 at the centre; the odd pixel goes bottom/right.
+    image = read_image(coco128 / "images" / "train2017" / "000000000009.jpg")  # 480 x 640
+    padded, info = letterbox(image, COCO_PREPROCESSING)
+    assert info.scale == pytest.approx(636 / 640)
+    new_h = round(480 * 636 / 640)  # 477
+    assert (info.pad_x, info.pad_y) == (2, (640 - new_h) // 2) == (2, 81)
+    content = (padded != 114).any(axis=2)
+    rows, cols = np.nonzero(content.any(axis=1))[0], np.nonzero(content.any(axis=0))[0]
+    assert (rows.min(), 640 - 1 - rows.max()) == (81, 82)  # 163 rows of padding: 81 above, 82 below
+    assert (cols.min(), 640 - 1 - cols.max()) == (2, 2)
+
+
+def test_longest_side_larger_than_input_is_capped():
+    pre = Preprocessing(image_size=(64, 64), longest_side=64)
+    padded, info = letterbox(np.zeros((10, 30, 3), np.uint8), pre)
+    assert padded.shape == (64, 64, 3) and info.pad_x == 0
+
+
+def test_batch_matches_single_images():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(50, 80), (120, 60), (96, 96)]]
+    pre = Preprocessing(image_size=(96, 128))
+    x, infos = letterbox_batch(images, pre, "cpu")
+    assert x.shape == (3, 3, 96, 128) and x.dtype == torch.float32 and x.is_contiguous()
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    for i, image in enumerate(images):
+        single, info = letterbox(image, pre)
+        assert info == infos[i]
+        expected = torch.from_numpy(single).permute(2, 0, 1).float() / 255
+        assert torch.allclose(x[i], expected)
+
+
+def test_bad_image_is_refused():
+    with pytest.raises(InputError, match="uint8"):
+        letterbox(np.zeros((10, 10, 3), np.float32), Preprocessing(image_size=(32, 32)))
+    with pytest.raises(InputError, match="image 1"):
+        letterbox_batch([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)], Preprocessing((32, 32)))
+
+
+def test_boxes_forward_and_back_and_clip():
+    info = LetterboxInfo(scale=0.5, pad_x=10, pad_y=4, orig_h=100, orig_w=200)
+    orig = torch.tensor([[0.0, 0.0, 200.0, 100.0], [12.5, 30.0, 60.0, 99.0]])
+    forward = orig * 0.5 + torch.tensor([10.0, 4.0, 10.0, 4.0])
+    assert torch.allclose(boxes_to_original(forward, info), orig)
+    outside = torch.tensor([[0.0, 0.0, 300.0, 300.0]])  # reaches into the padding and past it
+    assert torch.equal(boxes_to_original(outside, info), torch.tensor([[0.0, 0.0, 200.0, 100.0]]))
+
+
+def test_batched_mapping_equals_per_image():
+    infos = [LetterboxInfo(0.5, 10, 4, 100, 200), LetterboxInfo(2.0, 0, 30, 40, 30), LetterboxInfo(1.0, 3, 3, 9, 9)]
+    g = torch.Generator().manual_seed(0)
+    dets = [torch.rand(n, 6, generator=g) * 150 for n in (5, 0, 3)]
+    mapped = batch_boxes_to_original(dets, infos)
+    assert [len(m) for m in mapped] == [5, 0, 3]
+    for d, m, info in zip(dets, mapped, infos):
+        assert torch.allclose(m[:, :4], boxes_to_original(d[:, :4], info))
+        assert torch.equal(m[:, 4:], d[:, 4:])  # score and class pass through

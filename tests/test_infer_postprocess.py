@@ -1,0 +1,133 @@
+"""Post-processing: the batched version against a slow per-image reference, and its limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.ops import batched_nms, box_iou, nms
+
+from yolonas.infer.postprocess import PREDICT_NMS, VAL_NMS, NMSConfig, postprocess
+
+
+def reference(boxes: torch.Tensor, scores: torch.Tensor, cfg: NMSConfig) -> list[torch.Tensor]:
+    """One image at a time, written the plain way (super-gradients' PPYoloE callback)."""
+    out = []
+    for bx, sc in zip(boxes, scores):
+        if cfg.multi_label:
+            i, j = (sc > cfg.score_threshold).nonzero(as_tuple=True)
+            cb, cs, cl = bx[i], sc[i, j], j
+        else:
+            best, label = sc.max(dim=1)
+            keep = best >= cfg.score_threshold
+            cb, cs, cl = bx[keep], best[keep], label[keep]
+        if len(cs) > cfg.top_k:
+            top = cs.topk(cfg.top_k).indices
+            cb, cs, cl = cb[top], cs[top], cl[top]
+        keep = nms(cb, cs, cfg.iou_threshold) if cfg.class_agnostic else batched_nms(cb, cs, cl, cfg.iou_threshold)
+        keep = keep[:cfg.max_detections]
+        out.append(torch.cat([cb[keep], cs[keep, None], cl[keep, None].float()], dim=1))
+    return out
+
+
+def _by_score(d: torch.Tensor) -> torch.Tensor:
+    return d[d[:, 4].argsort(descending=True, stable=True)]
+
+
+def _predictions(b: int = 3, n: int = 600, c: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes clustered around a few objects (so NMS has work to do) and sparse, skewed scores."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(b, 12, 2, generator=g) * 300
+    pick = torch.randint(0, 12, (b, n), generator=g)
+    xy = centres.gather(1, pick[..., None].expand(b, n, 2)) + torch.randn(b, n, 2, generator=g) * 6
+    wh = 20 + torch.rand(b, n, 2, generator=g) * 40
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)
+    scores = torch.rand(b, n, c, generator=g) ** 4
+    return boxes, scores
+
+
+CONFIGS = [
+    PREDICT_NMS,
+    VAL_NMS,
+    NMSConfig(score_threshold=0.05, multi_label=False),
+    NMSConfig(score_threshold=0.05, class_agnostic=True),
+    NMSConfig(score_threshold=0.01, top_k=50, max_detections=20),
+    NMSConfig(score_threshold=0.01, iou_threshold=0.3, top_k=5000, max_detections=1000, multi_label=False,
+              class_agnostic=True),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.describe())
+def test_matches_per_image_reference(cfg):
+    boxes, scores = _predictions()
+    got, want = postprocess(boxes, scores, cfg), reference(boxes, scores, cfg)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert g.shape[1] == 6 and g.dtype == torch.float32
+        torch.testing.assert_close(_by_score(g), _by_score(w))
+    assert sum(len(g) for g in got) > 0  # the comparison saw real detections
+
+
+def test_limits_hold():
+    boxes, scores = _predictions(n=2000, c=10)
+    cfg = NMSConfig(score_threshold=0.2, iou_threshold=0.9, top_k=40, max_detections=25)
+    for det in postprocess(boxes, scores, cfg):
+        assert len(det) == 25  # plenty of candidates: truncated at max_detections
+        assert (det[:, 4] > 0.2).all()
+        assert (det[:, 4].diff() <= 0).all()  # best first
+    # top_k bounds what reaches NMS: with max_detections above it, at most top_k survive.
+    for det in postprocess(boxes, scores, NMSConfig(score_threshold=0.0, iou_threshold=1.0, top_k=30,
+                                                  max_detections=300)):
+        assert len(det) == 30
+
+
+def test_top_k_keeps_the_best_scores():
+    boxes, scores = _predictions(b=1)
+    det = postprocess(boxes, scores, NMSConfig(score_threshold=0.0, iou_threshold=1.0, top_k=10))[0]
+    assert torch.allclose(det[:, 4], scores.flatten().topk(10).values)
+
+
+def test_nothing_above_threshold_gives_empty_tensors():
+    boxes, scores = _predictions()
+    out = postprocess(boxes, scores * 0.01, PREDICT_NMS)
+    assert [d.shape for d in out] == [(0, 6)] * 3
+
+
+def test_class_aware_versus_agnostic():
+    # Two identical boxes, best class differing: per-class NMS keeps both, class-agnostic NMS keeps one.
+    boxes = torch.tensor([[[10.0, 10.0, 50.0, 50.0], [10.0, 10.0, 50.0, 50.0]]])
+    scores = torch.tensor([[[0.9, 0.0], [0.0, 0.8]]])
+    aware = postprocess(boxes, scores, NMSConfig(score_threshold=0.5))[0]
+    agnostic = postprocess(boxes, scores, NMSConfig(score_threshold=0.5, class_agnostic=True))[0]
+    assert aware[:, 5].tolist() == [0.0, 1.0]
+    assert agnostic[:, 4:].tolist() == [[pytest.approx(0.9), 0.0]]
+
+
+def test_multi_label_gives_one_box_several_classes():
+    boxes = torch.tensor([[[0.0, 0.0, 20.0, 20.0]]])
+    scores = torch.tensor([[[0.6, 0.7, 0.1]]])
+    multi = postprocess(boxes, scores, NMSConfig(score_threshold=0.5))[0]
+    single = postprocess(boxes, scores, NMSConfig(score_threshold=0.5, multi_label=False))[0]
+    assert multi[:, 5].tolist() == [1.0, 0.0] and single[:, 5].tolist() == [1.0]
+
+
+def test_same_image_same_boxes_whatever_the_batch():
+    boxes, scores = _predictions(b=4)
+    together = postprocess(boxes, scores, VAL_NMS)
+    for i in range(4):
+        alone = postprocess(boxes[i:i + 1], scores[i:i + 1], VAL_NMS)[0]
+        assert torch.equal(alone, together[i])
+
+
+def test_nms_actually_suppresses():
+    boxes, scores = _predictions(b=1)
+    det = postprocess(boxes, scores, NMSConfig(score_threshold=0.01))[0]
+    for cls in det[:, 5].unique():
+        same = det[det[:, 5] == cls, :4]
+        iou = box_iou(same, same).fill_diagonal_(0)
+        assert (iou <= 0.7).all()
+
+
+def test_half_precision_inputs():
+    boxes, scores = _predictions(b=1)
+    out = postprocess(boxes.half(), scores.half(), NMSConfig(score_threshold=0.05))[0]
+    assert out.dtype == torch.float32 and len(out) > 0
