@@ -82,6 +82,55 @@ def _print_info(r: dict) -> None:
           f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
+def _load_model(model: str | None, weights: str | None):
+    """--weights wins over --model; either names a published model, a spec YAML or a checkpoint."""
+    from yolonas.weights import load  # noqa: PLC0415
+
+    return load(weights or model or "yolo_nas_s")
+
+
+@app.command()
+def predict(
+    source: Annotated[str, typer.Option("--source", "-s", help="Image, folder, glob or video.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Published name, spec YAML or checkpoint.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="A checkpoint (same as --model).")] = None,
+    conf: Annotated[float, typer.Option("--conf", help="Score threshold.")] = 0.25,
+    iou: Annotated[float, typer.Option("--iou", help="NMS IoU threshold.")] = 0.7,
+    max_det: Annotated[int, typer.Option("--max-det", help="Detections kept per image.")] = 300,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
+    device: DeviceOpt = "cpu",
+    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="Write annotated images and videos.")] = True,
+    name: NameOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json."""
+    from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
+    from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
+
+    net = _load_model(model, weights)
+    if imgsz is not None:
+        net.preprocessing.image_size = (imgsz, imgsz)
+        net.preprocessing.longest_side = None
+    net.eval().fuse()
+    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
+    predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
+    print(f"predict: {nms.describe()}", file=sys.stderr)
+    out = run_dir("predict", name)
+    n_images = n_boxes = 0
+    with PredictionWriter(out, save_images=save) as writer:
+        for item_name, image, det in predictor.stream(source):
+            writer.add(item_name, image, det)
+            n_images, n_boxes = n_images + 1, n_boxes + len(det)
+    skipped = predictor.skipped
+    print(f"predict: {n_images} images, {n_boxes} detections, {len(skipped)} skipped -> {out}", file=sys.stderr)
+    for file, reason in skipped:
+        print(f"  skipped {file}: {reason}", file=sys.stderr)
+    _emit_json({"run_dir": str(out), "images": n_images, "detections": n_boxes,
+                "skipped": [{"file": f, "reason": r} for f, r in skipped], "predictions": writer.entries}, json_out)
+
+
 def main() -> None:
     """Entry point: run the app, printing our own errors as one line."""
     try:

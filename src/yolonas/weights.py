@@ -270,9 +270,11 @@ def load(
         if pretrained is None:
             from yolonas.arch.spec import BUILTIN  # noqa: PLC0415 - avoid a cycle at import time
 
+            if class_names is None and num_classes in (None, 80):
+                class_names = COCO_CLASSES  # the published models are COCO models, even untrained
             if class_names is not None:
                 return build(BUILTIN[text](), class_names=class_names)
-            return build(BUILTIN[text](), num_classes if num_classes is not None else 80)
+            return build(BUILTIN[text](), num_classes)
         path = pretrained_path(text, pretrained)
         print(f"yolonas: {LICENSE_NOTICE}", file=sys.stderr)
         return _model_from_sg(_read_sg_file(path, trusted=True), str(path), num_classes, class_names)
