@@ -75,8 +75,8 @@ class DFLHeads(nn.Module):
             reg_all.append(reg.flatten(2))
         cls_logits = torch.cat(cls_all, dim=2).permute(0, 2, 1)
         reg_distri = torch.cat(reg_all, dim=2).permute(0, 2, 1)
-        points, strides = make_anchor_points(sizes, self.spec.strides, self.spec.grid_cell_offset,
-                                             feats[0].device, cls_logits.dtype)
+        # float32 even under autocast: bf16 cannot hold cell centres beyond 1024 px exactly.
+        points, strides = make_anchor_points(sizes, self.spec.strides, self.spec.grid_cell_offset, feats[0].device)
         return HeadOutput(cls_logits, reg_distri, points, strides)
 
 

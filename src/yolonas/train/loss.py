@@ -1,0 +1,150 @@
+"""The PP-YOLOE loss that trains YOLO-NAS: varifocal classification, GIoU and distribution focal loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import generalized_box_iou_loss
+
+from yolonas.arch.head import HeadOutput, dfl_expectation, distances_to_boxes
+from yolonas.train.assigners import Assignment, ATSSAssigner, TaskAlignedAssigner
+
+
+def pad_targets(targets: Tensor, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Loader targets [M, 6] (batch_idx, cls, x1, y1, x2, y2) -> labels [B, n], boxes [B, n, 4], mask [B, n].
+
+    n is the largest GT count of an image (at least 1, so that images without GTs need no special case).
+    """
+    if targets.ndim != 2 or targets.shape[-1] != 6:
+        raise ValueError(f"targets must be [M, 6] (batch_idx, cls, x1, y1, x2, y2), got {tuple(targets.shape)}")
+    device = targets.device
+    img = targets[:, 0].long()
+    counts = torch.bincount(img, minlength=batch_size)
+    if counts.numel() > batch_size or (img < 0).any():
+        raise ValueError(f"targets name images outside the batch of {batch_size}: {img.unique().tolist()}")
+    n = max(1, int(counts.max()))
+    # Each row's slot within its image: its rank among the rows of that image, by a stable sort.
+    order = torch.argsort(img, stable=True)
+    img, rows = img[order], targets[order]
+    slot = torch.arange(len(img), device=device) - (torch.cumsum(counts, 0) - counts)[img]
+    labels = torch.zeros(batch_size, n, dtype=torch.long, device=device)
+    boxes = torch.zeros(batch_size, n, 4, dtype=torch.float32, device=device)
+    mask = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
+    labels[img, slot] = rows[:, 1].long()
+    boxes[img, slot] = rows[:, 2:6].float()
+    mask[img, slot] = True
+    return labels, boxes, mask
+
+
+def varifocal_loss(logits: Tensor, score: Tensor, label: Tensor, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
+    """Varifocal loss, summed: BCE against the soft target `score`, negatives down-weighted by alpha * p^gamma."""
+    # The weight stays in the graph (as in PP-YOLOE), so F.binary_cross_entropy_with_logits(weight=) cannot take it.
+    weight = alpha * logits.sigmoid().pow(gamma) * (1 - label) + score * label
+    return (F.binary_cross_entropy_with_logits(logits, score, reduction="none") * weight).sum()
+
+
+def focal_loss(logits: Tensor, score: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Focal loss with soft targets, summed; alpha <= 0 disables the class balance term."""
+    weight = (logits.sigmoid() - score).pow(gamma)
+    if alpha > 0:
+        weight = weight * (alpha * score + (1 - alpha) * (1 - score))
+    return (F.binary_cross_entropy_with_logits(logits, score, reduction="none") * weight).sum()
+
+
+def distribution_focal_loss(pred_dist: Tensor, target: Tensor) -> Tensor:
+    """DFL: cross-entropy on the two bins around each target distance, linearly weighted; mean over sides.
+
+    pred_dist [P, 4, R+1] logits, target [P, 4] in grid units within [0, R) -> [P].
+    """
+    left = target.long()
+    weight_right = target - left
+    log_prob = pred_dist.log_softmax(-1)
+    loss = -(log_prob.gather(-1, left[..., None])[..., 0] * (1 - weight_right)
+             + log_prob.gather(-1, (left + 1)[..., None])[..., 0] * weight_right)
+    return loss.mean(-1)
+
+
+def _distributed_mean(x: Tensor) -> Tensor:
+    """The mean of x over DDP processes (x itself outside DDP)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        x = x.clone()
+        torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.SUM)
+        x = x / torch.distributed.get_world_size()
+    return x
+
+
+@dataclass
+class PPYoloELoss:
+    """super-gradients' PPYoloELoss: (1.0 * cls + 2.5 * GIoU + 0.5 * DFL) / sum of assigned scores.
+
+    Call it with the model's `HeadOutput` and loader targets [M, 6] (batch_idx, cls, x1, y1, x2, y2) in input
+    pixels; it returns the loss to back-propagate and a dict of detached float32 scalars for logging.
+    ATSS assigns while epoch < atss_warmup_epochs, the task-aligned assigner after (YOLO-NAS: from epoch 0).
+    """
+
+    num_classes: int
+    reg_max: int = 16
+    use_varifocal: bool = True
+    iou_weight: float = 2.5
+    cls_weight: float = 1.0
+    dfl_weight: float = 0.5
+    atss_warmup_epochs: int = 0
+    tal: TaskAlignedAssigner = field(default_factory=TaskAlignedAssigner)
+    atss: ATSSAssigner = field(default_factory=ATSSAssigner)
+
+    def __call__(self, out: HeadOutput, targets: Tensor, epoch: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss scalar with grad, {loss_cls, loss_iou, loss_dfl, loss} detached) for one batch."""
+        if targets.numel() and ((targets[:, 1] < 0) | (targets[:, 1] >= self.num_classes)).any():
+            found = targets[:, 1].unique().tolist()
+            raise ValueError(f"target class ids must lie in 0..{self.num_classes - 1}, got {found}")
+        labels, boxes, mask = pad_targets(targets.to(out.cls_logits.device), out.cls_logits.shape[0])
+        return self.from_padded(out, labels, boxes, mask, epoch)
+
+    def from_padded(self, out: HeadOutput, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor, epoch: int = 0,
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss with GTs already padded: labels [B, n], boxes [B, n, 4] pixels, mask [B, n] bool."""
+        # The loss runs in float32 whatever autocast the forward pass used: exp, log and IoU need the range.
+        with torch.autocast(out.cls_logits.device.type, enabled=False):
+            return self._loss(out, gt_labels, gt_boxes.float(), gt_mask, epoch)
+
+    def assign(self, out: HeadOutput, pred_boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor,
+               epoch: int = 0) -> Assignment:
+        """The assignment for this epoch, from the (detached) decoded predictions."""
+        points, strides = out.anchor_points.float(), out.stride_tensor.float()
+        if epoch < self.atss_warmup_epochs:
+            return self.atss(points, strides, gt_labels, gt_boxes, gt_mask, self.num_classes, pred_boxes.detach())
+        scores = out.cls_logits.detach().float().sigmoid()
+        return self.tal(scores, pred_boxes.detach(), points, gt_labels, gt_boxes, gt_mask)
+
+    def _loss(self, out: HeadOutput, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor, epoch: int,
+              ) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, distri = out.cls_logits.float(), out.reg_distri.float()
+        points, strides = out.anchor_points.float(), out.stride_tensor.float()
+        b, num, _ = distri.shape
+        pred_boxes = distances_to_boxes(dfl_expectation(distri, self.reg_max), points, strides)
+        a = self.assign(out, pred_boxes, gt_labels, gt_boxes, gt_mask, epoch)
+
+        if self.use_varifocal:
+            one_hot = F.one_hot(a.labels, self.num_classes + 1)[..., :self.num_classes].float()
+            loss_cls = varifocal_loss(logits, a.scores, one_hot)
+        else:
+            loss_cls = focal_loss(logits, a.scores, alpha=0.25 if epoch < self.atss_warmup_epochs else -1.0)
+        norm = _distributed_mean(a.scores.sum()).clamp(min=1.0)
+
+        # Boolean indexing keeps the graph when there are no positives: the sums are then a differentiable 0.
+        fg = a.fg_mask
+        weight = a.scores.sum(-1)[fg]
+        loss_iou = (generalized_box_iou_loss(pred_boxes[fg], a.boxes[fg], reduction="none") * weight).sum()
+        lt = (points[None] - a.boxes[..., :2]) / strides[None]
+        rb = (a.boxes[..., 2:] - points[None]) / strides[None]
+        target = torch.cat([lt, rb], -1).clamp(0, self.reg_max - 0.01)[fg]
+        pred_dist = distri.reshape(b, num, 4, self.reg_max + 1)[fg]
+        loss_dfl = (distribution_focal_loss(pred_dist, target) * weight).sum()
+
+        loss_cls, loss_iou, loss_dfl = loss_cls / norm, loss_iou / norm, loss_dfl / norm
+        loss = self.cls_weight * loss_cls + self.iou_weight * loss_iou + self.dfl_weight * loss_dfl
+        parts = {"loss_cls": loss_cls, "loss_iou": loss_iou, "loss_dfl": loss_dfl, "loss": loss}
+        return loss, {k: v.detach() for k, v in parts.items()}
