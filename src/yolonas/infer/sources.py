@@ -35,7 +35,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from e
     if data.size == 0:
         raise InputError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    # EXIF orientation ignored, as the data sets do: labels are measured on the pixels as stored.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise InputError(f"{path}: not a decodable image (corrupt file or unsupported format)")
     return image

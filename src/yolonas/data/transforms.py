@@ -1,0 +1,266 @@
+"""Training augmentations on `Sample`s (numpy + OpenCV, RGB throughout); every random draw comes from the given rng.
+
+Boxes follow every geometric transform exactly: coordinates are continuous pixel edges (pixel i covers [i, i+1)),
+the convention cv2.resize already uses, and warpAffine is given the matching half-pixel shift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from yolonas.data.dataset import Sample
+
+SampleFn = Callable[[np.random.Generator], Sample]
+
+
+def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from an int or a (height, width) pair."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def resize_to_fit(image: np.ndarray, size: tuple[int, int], longest_side: int | None = None
+                  ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize keeping the aspect ratio so the image fits `size` (or its longest side is `longest_side`).
+
+    Returns (resized image, (x scale, y scale)); the scales are exact for the rounded size, for mapping boxes.
+    """
+    h, w = image.shape[:2]
+    r = min(size[0] / h, size[1] / w) if longest_side is None else longest_side / max(h, w)
+    nh, nw = min(size[0], max(1, round(h * r))), min(size[1], max(1, round(w * r)))
+    if (nh, nw) != (h, w):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return image, (nw / w, nh / h)
+
+
+def letterbox(image: np.ndarray, size: int | Sequence[int], longest_side: int | None = None,
+              pad: Literal["center", "bottom_right"] = "center", pad_value: int = 114
+              ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Resize to fit `size` (h, w) keeping the aspect ratio, then pad at the centre or bottom-right.
+
+    Same semantics as `Preprocessing`: `longest_side` (<= the size) sets the resize target, otherwise the image
+    fills the size. Returns (image, (x scale, y scale), (left, top) padding): box' = box * scale + padding.
+    """
+    hw = as_hw(size)
+    resized, scale = resize_to_fit(image, hw, longest_side)
+    nh, nw = resized.shape[:2]
+    top, left = ((hw[0] - nh) // 2, (hw[1] - nw) // 2) if pad == "center" else (0, 0)
+    out = np.full((*hw, 3), pad_value, dtype=np.uint8)
+    out[top:top + nh, left:left + nw] = resized
+    return out, scale, (left, top)
+
+
+def scale_boxes(boxes: np.ndarray, scale: tuple[float, float], offset: tuple[float, float] = (0, 0)) -> np.ndarray:
+    """boxes * (sx, sy) + (dx, dy) on xyxy rows."""
+    return (boxes * np.array([*scale, *scale], np.float32) + np.array([*offset, *offset], np.float32)).astype(
+        np.float32)
+
+
+class LetterboxResize:
+    """Letterbox to the training size (longest side to fit, pad 114 at the centre or bottom-right)."""
+
+    def __init__(self, size: int | Sequence[int] = 640, longest_side: int | None = None,
+                 pad: Literal["center", "bottom_right"] = "center", pad_value: int = 114):
+        self.size, self.longest_side, self.pad, self.pad_value = as_hw(size), longest_side, pad, pad_value
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        if sample.image.shape[:2] == self.size and self.longest_side is None:
+            return sample
+        image, scale, offset = letterbox(sample.image, self.size, self.longest_side, self.pad, self.pad_value)
+        return sample.replace(image=image, boxes=scale_boxes(sample.boxes, scale, offset))
+
+
+class Mosaic:
+    """Four images (this one and three from `sample_fn`) around a random centre on a 2h x 2w canvas, pad 114.
+
+    Each tile is first resized to fit `size` (the training size); RandomAffine then cuts the training size out of
+    the canvas. When skipped (probability 1 - p, or mosaic closed) the image is only resized to fit `size`, so the
+    next transforms see the same scale either way.
+    """
+
+    def __init__(self, sample_fn: SampleFn, size: int | Sequence[int] = 640, p: float = 1.0, pad_value: int = 114):
+        self.sample_fn, self.size, self.p, self.pad_value = sample_fn, as_hw(size), p, pad_value
+
+    def fit(self, sample: Sample) -> Sample:
+        """The image resized to fit the training size, boxes with it."""
+        image, scale = resize_to_fit(sample.image, self.size)
+        return sample.replace(image=image, boxes=scale_boxes(sample.boxes, scale))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return self.fit(sample)
+        h, w = self.size
+        samples = [sample] + [self.sample_fn(rng) for _ in range(3)]
+        yc, xc = int(rng.uniform(0.5 * h, 1.5 * h)), int(rng.uniform(0.5 * w, 1.5 * w))
+        canvas = np.full((2 * h, 2 * w, 3), self.pad_value, dtype=np.uint8)
+        boxes, classes, crowd = [], [], []
+        for k, s in enumerate(samples):
+            tile, scale = resize_to_fit(s.image, self.size)
+            th, tw = tile.shape[:2]
+            # canvas region (x1, y1, x2, y2) of this tile, which meets the centre at its inner corner
+            x1, x2 = (max(xc - tw, 0), xc) if k in (0, 2) else (xc, min(xc + tw, 2 * w))
+            y1, y2 = (max(yc - th, 0), yc) if k in (0, 1) else (yc, min(yc + th, 2 * h))
+            tx, ty = (tw - (x2 - x1) if k in (0, 2) else 0), (th - (y2 - y1) if k in (0, 1) else 0)  # tile crop
+            canvas[y1:y2, x1:x2] = tile[ty:ty + y2 - y1, tx:tx + x2 - x1]
+            b = scale_boxes(s.boxes, scale, (x1 - tx, y1 - ty))
+            b = np.clip(b, [x1, y1, x1, y1], [x2, y2, x2, y2]).astype(np.float32)  # cut to the visible part
+            boxes.append(b)
+            classes.append(s.classes)
+            crowd.append(s.crowd)
+        out = sample.replace(image=canvas, boxes=np.concatenate(boxes), classes=np.concatenate(classes),
+                             crowd=np.concatenate(crowd))
+        return out.select((out.boxes[:, 2] > out.boxes[:, 0]) & (out.boxes[:, 3] > out.boxes[:, 1]))
+
+
+def box_candidates(before: np.ndarray, after: np.ndarray, wh_thr: float = 2, area_thr: float = 0.1,
+                   ar_thr: float = 20, eps: float = 1e-16) -> np.ndarray:
+    """Keep mask for boxes still worth training on: sides > wh_thr px, area ratio > area_thr, aspect < ar_thr.
+
+    `before` must already carry the transform's scale, so the area ratio measures what was cut off.
+    """
+    w1, h1 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
+    w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+    aspect = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (aspect < ar_thr)
+
+
+def affine_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int], rng: np.random.Generator, degrees: float,
+                  translate: float, scale: tuple[float, float], shear: float) -> tuple[np.ndarray, float]:
+    """A random 3x3 affine map (centre, rotate + scale, shear, translate into the output) and its scale."""
+    centre = np.eye(3)
+    centre[:2, 2] = (-in_hw[1] / 2, -in_hw[0] / 2)
+    rotate = np.eye(3)
+    s = rng.uniform(*scale)
+    rotate[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=rng.uniform(-degrees, degrees), scale=s)
+    shearing = np.eye(3)
+    shearing[0, 1] = math.tan(math.radians(rng.uniform(-shear, shear)))
+    shearing[1, 0] = math.tan(math.radians(rng.uniform(-shear, shear)))
+    move = np.eye(3)
+    move[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * out_hw[1]
+    move[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * out_hw[0]
+    return move @ shearing @ rotate @ centre, s
+
+
+class RandomAffine:
+    """Random rotation, scale, shear and translation into the output size; border 114.
+
+    Boxes map by their 4 corners and are re-fitted, clipped, then filtered like super-gradients
+    (sides >= 2 px, >= 10 % of the scaled area left, aspect < 20).
+    """
+
+    def __init__(self, size: int | Sequence[int] = 640, degrees: float = 0.0, translate: float = 0.25,
+                 scale: tuple[float, float] = (0.5, 1.5), shear: float = 0.0, border_value: int = 114,
+                 wh_thr: float = 2, area_thr: float = 0.1, ar_thr: float = 20):
+        self.size, self.degrees, self.translate, self.scale, self.shear = as_hw(size), degrees, translate, scale, shear
+        self.border_value, self.wh_thr, self.area_thr, self.ar_thr = border_value, wh_thr, area_thr, ar_thr
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        (h, w), image = self.size, sample.image
+        m, s = affine_matrix(image.shape[:2], self.size, rng, self.degrees, self.translate, self.scale, self.shear)
+        pixel = m.copy()  # warpAffine samples at pixel centres: shift by half a pixel on both sides
+        pixel[:2, 2] += m[:2, :2] @ (0.5, 0.5) - 0.5
+        image = cv2.warpAffine(image, pixel[:2], dsize=(w, h), flags=cv2.INTER_LINEAR,
+                               borderValue=(self.border_value,) * 3)
+        b = sample.boxes.astype(np.float64)
+        corners = b[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 4, 2) @ m[:2, :2].T + m[:2, 2]
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        boxes = np.clip(boxes, 0, [w, h, w, h])
+        keep = box_candidates(b * s, boxes, self.wh_thr, self.area_thr, self.ar_thr)
+        return sample.replace(image=image, boxes=boxes.astype(np.float32)).select(keep)
+
+
+class MixUp:
+    """With probability p, blend 0.5/0.5 with a second sample (letterboxed to this size if needed); boxes of both."""
+
+    def __init__(self, sample_fn: SampleFn, p: float = 1.0, pad_value: int = 114):
+        self.sample_fn, self.p, self.pad_value = sample_fn, p, pad_value
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        other = LetterboxResize(sample.image.shape[:2], pad_value=self.pad_value)(self.sample_fn(rng))
+        image = cv2.addWeighted(sample.image, 0.5, other.image, 0.5, 0.0)
+        return sample.replace(image=image, boxes=np.concatenate([sample.boxes, other.boxes]),
+                              classes=np.concatenate([sample.classes, other.classes]),
+                              crowd=np.concatenate([sample.crowd, other.crowd]))
+
+
+class HSV:
+    """With probability p, shift hue, saturation and value by up to the gains (OpenCV HSV units, hue 0..179).
+
+    As in super-gradients (from YOLOX): each of the three shifts is applied or not at random. The defaults are the
+    published YOLO-NAS COCO recipe's.
+    """
+
+    def __init__(self, hgain: float = 18, sgain: float = 30, vgain: float = 30, p: float = 0.5):
+        self.gains, self.p = np.array([hgain, sgain, vgain], dtype=np.float64), p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        dh, ds, dv = (rng.uniform(-1, 1, 3) * self.gains * rng.integers(0, 2, 3)).astype(np.int64)
+        if dh == ds == dv == 0:
+            return sample
+        x = np.arange(256, dtype=np.int64)
+        luts = [((x + dh) % 180).astype(np.uint8), np.clip(x + ds, 0, 255).astype(np.uint8),
+                np.clip(x + dv, 0, 255).astype(np.uint8)]
+        hsv = cv2.split(cv2.cvtColor(sample.image, cv2.COLOR_RGB2HSV))
+        hsv = cv2.merge([cv2.LUT(c, lut) for c, lut in zip(hsv, luts)])
+        return sample.replace(image=cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+
+
+class HorizontalFlip:
+    """Mirror left-right with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        w = sample.image.shape[1]
+        boxes = sample.boxes.copy()
+        boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
+        return sample.replace(image=np.ascontiguousarray(sample.image[:, ::-1]), boxes=boxes)
+
+
+class ChannelSwap:
+    """Swap RGB <-> BGR with probability p (the published COCO recipe uses 0.5: colour-order robustness)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        return sample.replace(image=np.ascontiguousarray(sample.image[..., ::-1]))
+
+
+class Compose:
+    """Transforms in order. `close_mosaic()` (or `mosaic=False` per call) switches Mosaic and MixUp off; Mosaic then
+    only resizes the image to fit, so the rest of the pipeline is unchanged."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample, np.random.Generator], Sample]]):
+        self.transforms = list(transforms)
+        self.mosaic = True
+
+    def close_mosaic(self) -> None:
+        self.mosaic = False
+
+    def __call__(self, sample: Sample, rng: np.random.Generator, mosaic: bool | None = None) -> Sample:
+        on = self.mosaic and (mosaic is None or mosaic)
+        for t in self.transforms:
+            if not on and isinstance(t, MixUp):
+                continue
+            sample = t.fit(sample) if not on and isinstance(t, Mosaic) else t(sample, rng)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({[type(t).__name__ for t in self.transforms]}, mosaic={self.mosaic})"
