@@ -33,7 +33,8 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], blocks: int, runs: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], blocks: int, runs: int, warmup: int = 2,
+                ) -> dict[str, list[float]]:
     """Per-block medians (ms) of each fn, the fns taking turns inside every block so that machine noise
     hits them alike. Returns name -> list of block medians."""
     for fn in fns.values():

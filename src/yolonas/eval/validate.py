@@ -1,0 +1,75 @@
+"""Validation: the Predictor that `predict` uses, over a data set's original images, scored by COCO metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from yolonas.errors import InputError
+from yolonas.eval.coco import Metrics, coco_metrics, confusion_matrix
+from yolonas.eval.plots import plot_confusion_matrix, plot_pr_curves
+from yolonas.infer.postprocess import VAL_NMS, NMSConfig
+from yolonas.infer.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+
+def predict_dataset(predictor: Predictor, dataset, batch_size: int = 8) -> list[dict]:
+    """COCO results for every image of `dataset`: its own category ids, xywh in original pixels, `file_name`."""
+    category_ids = list(dataset.category_ids)
+    results: list[dict] = []
+    # Decoding images is most of the CPU cost of validation; OpenCV releases the GIL, so threads overlap it.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for start in range(0, len(dataset), batch_size):
+            index = range(start, min(start + batch_size, len(dataset)))
+            images = list(pool.map(dataset.load_image, index))
+            files = [dataset.files[i] for i in index]
+            for i, file, det in zip(index, files, predictor.predict_arrays(images, files)):
+                for row in det.to_coco(int(dataset.image_ids[i]), category_ids):
+                    row["file_name"] = file
+                    results.append(row)
+    return results
+
+
+def validate(
+    model_or_predictor,
+    dataset,
+    nms: NMSConfig = VAL_NMS,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    save_predictions: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    half: bool = False,
+) -> Metrics:
+    """COCO box metrics of a model (or a ready `Predictor`) on `dataset`; optionally the predictions JSON and plots.
+
+    A model is wrapped in `Predictor(model, nms, device, batch_size)`: the same pre- and post-processing as
+    `predict`, only the thresholds differ (validation: score 0.01, top-k 1000, max 300, IoU 0.7).
+    """
+    predictor = model_or_predictor
+    if not isinstance(predictor, Predictor):
+        predictor = Predictor(model_or_predictor, nms=nms, device=device, batch_size=batch_size, half=half)
+    names = predictor.class_names
+    if names is not None and len(names) != len(dataset.class_names):
+        raise InputError(f"the model has {len(names)} classes but the data set {dataset.report.source} has "
+                         f"{len(dataset.class_names)}; validate on data with the model's classes")
+    print(f"val: {len(dataset)} images, {predictor.nms.describe()}")
+    results = predict_dataset(predictor, dataset, batch_size)
+    gt = dataset.to_coco()
+    metrics = coco_metrics(gt, results)
+    if save_predictions is not None:
+        path = Path(save_predictions)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results))
+        log.info("val: %d predictions written to %s", len(results), path)
+    if plots_dir is not None:
+        folder = Path(plots_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_pr_curves(metrics, folder / "pr_curves.png")
+        matrix = confusion_matrix(gt, results, num_classes=len(gt["categories"]))
+        plot_confusion_matrix(matrix, metrics.class_names, folder / "confusion_matrix.png")
+    return metrics

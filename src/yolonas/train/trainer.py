@@ -1,0 +1,561 @@
+"""The trainer: data, model, loss, optimizer + EMA, AMP, DDP, validation, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
+from yolonas.arch.model import Preprocessing, YoloNAS, build
+from yolonas.arch.spec import BUILTIN, ArchSpec
+from yolonas.data.coco import CocoDataset
+from yolonas.data.loader import TrainDataset, make_loader, training_transforms
+from yolonas.data.transforms import Compose
+from yolonas.data.yolo import load_data_yaml, split_images
+from yolonas.errors import CheckpointError, DataError, InputError
+from yolonas.eval.plots import plot_training_curves
+from yolonas.eval.validate import validate
+from yolonas.train.config import AugmentationConfig, DataConfig, ModelConfig, TrainConfig
+from yolonas.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    device_for_rank,
+    dist_info_from_env,
+    init_distributed,
+    wrap_model,
+)
+from yolonas.train.ema import ModelEMA, unwrap
+from yolonas.train.loss import PPYoloELoss
+from yolonas.train.optim import build_optimizer, build_scheduler
+from yolonas.weights import load, load_state_strict, read_checkpoint, save_checkpoint
+
+CSV_COLUMNS = ("epoch", "lr", "loss_cls", "loss_iou", "loss_dfl", "loss", "AP", "AP50", "AP75", "APs", "APm", "APl",
+               "time")
+LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl", "loss")
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class TrainResult:
+    """Where a run left its files and what it reached."""
+
+    run_dir: Path | None  # None on DDP ranks other than 0, which write nothing
+    best: Path | None
+    last: Path | None
+    epochs: int  # epochs completed
+    best_epoch: int  # 1-based epoch of best.pt (0: never validated)
+    best_fitness: float  # the run.best_metric of best.pt
+    metrics: dict = field(default_factory=dict)  # the last validation's metrics
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def data_yaml_of(path: str | Path) -> Path | None:
+    """The data.yaml that `path` names (itself, or the one in a dataset folder); None for a COCO JSON."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("data.yaml", "data.yml"):
+            if (path / name).is_file():
+                return path / name
+        raise DataError(f"{path}: a dataset folder needs a data.yaml; or pass the data.yaml or COCO JSON itself")
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    if path.suffix == ".json":
+        return None
+    if not path.exists():
+        raise DataError(f"{path}: data set not found")
+    raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
+
+
+def open_dataset(path: str | Path, split: str, images: str | None = None, cache: bool = False):
+    """A data set from a data.yaml (its `split`), a dataset folder holding data.yaml, or a COCO JSON."""
+    yaml_path = data_yaml_of(path)
+    if yaml_path is None:
+        return CocoDataset(path, images, cache=cache)
+    return load_data_yaml(yaml_path, split, cache=cache)
+
+
+def open_datasets(cfg: DataConfig, quiet: bool = False):
+    """(train, val) data sets; the same object when both splits name the same images, so faults are reported once."""
+    if not cfg.path:
+        raise InputError("no training data given: set data.path (--data) to a data.yaml, COCO JSON or folder")
+    with warnings.catch_warnings():
+        if quiet:  # DDP ranks other than 0: rank 0 already reports the label check
+            warnings.simplefilter("ignore")
+        train = open_dataset(cfg.path, cfg.train_split, cfg.images, cfg.cache)
+        yaml_path = data_yaml_of(cfg.path)
+        if (yaml_path is None or cfg.val_split == cfg.train_split
+                or split_images(yaml_path, cfg.val_split) == split_images(yaml_path, cfg.train_split)):
+            return train, train
+        return train, open_dataset(cfg.path, cfg.val_split, cfg.images, cfg.cache)
+
+
+def build_model(cfg: ModelConfig, class_names: list[str], log: Callable[[str], None] = print) -> YoloNAS:
+    """The model to train for `class_names`: a spec from scratch, or loaded weights with the classes adapted."""
+    name = cfg.name
+    if name in BUILTIN and cfg.pretrained is None:
+        return build(BUILTIN[name](), class_names=class_names)
+    if Path(name).suffix in (".yaml", ".yml"):
+        return load(name, class_names=class_names)
+    model = load(name, pretrained=cfg.pretrained)
+    source = f"{name} ({cfg.pretrained})" if cfg.pretrained else name
+    if list(model.class_names) == list(class_names):
+        log(f"fine-tuning {source}: its {len(class_names)} classes match the data set's")
+    elif model.num_classes == len(class_names) and all(n == str(i) for i, n in enumerate(model.class_names)):
+        log(f"fine-tuning {source}: its classes are unnamed; naming them after the data set's {len(class_names)}")
+        model.class_names = list(class_names)
+    else:
+        log(f"fine-tuning {source}: its {model.num_classes} classes differ from the data set's {len(class_names)}; "
+            f"replacing the classification layers (everything else is kept)")
+        model.replace_classes(list(class_names))
+    return model
+
+
+def freeze_unused(model: nn.Module) -> None:
+    """Stop gradients to parameters the training forward never uses: RepVGG blocks' `rbr_reparam` before fusing.
+
+    They exist only so state dicts match super-gradients'; DDP fails on parameters that get no gradient.
+    """
+    for m in model.modules():
+        if isinstance(m, (QARepVGGBlock, RepVGGBlock)) and m.fused is None:
+            m.rbr_reparam.requires_grad_(False)
+
+
+def build_transforms(aug: AugmentationConfig, dataset, image_size: int) -> Compose:
+    """The training transforms of `aug`: mosaic, affine, mixup, HSV, flip, channel swap, letterbox."""
+    return training_transforms(dataset, image_size, mosaic=aug.mosaic, mixup=aug.mixup, degrees=aug.degrees,
+                               translate=aug.translate, scale=aug.scale, shear=aug.shear, hsv=aug.hsv,
+                               hsv_gains=aug.hsv_gains, flip=aug.flip, channel_swap=aug.channel_swap,
+                               pad_value=aug.pad_value)
+
+
+def training_preprocessing(image_size: int) -> Preprocessing:
+    """What validation and predict use for a model trained at `image_size`: the letterbox the loader ends with."""
+    return Preprocessing(image_size=(image_size, image_size), longest_side=None, pad="center", pad_value=114)
+
+
+# ------------------------------------------------------------------------------------------------ RNG state
+
+
+def rng_state() -> dict:
+    """torch, CUDA, numpy and Python RNG states as tensors and plain types (a weights_only checkpoint holds them)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": list(py_state), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
+        # warn_only: an op without a deterministic kernel warns instead of stopping a long run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+
+
+class Trainer:
+    """One training run. `Trainer(cfg)` sets everything up (data, model, optimizer, resume); `fit()` trains.
+
+    `on_epoch_end(trainer, epoch)` is called after each epoch's checkpoint (epoch is 1-based); raising in it stops
+    the run like an interruption would, which is how the resume test kills a run.
+    """
+
+    def __init__(self, cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None):
+        self.on_epoch_end = on_epoch_end
+        self.dist: DistInfo = dist_info_from_env()
+        resume_path = self._resume_path(cfg)
+        ckpt = None
+        if resume_path is not None:
+            ckpt = read_checkpoint(resume_path)
+            if "optimizer" not in ckpt or "config" not in ckpt:
+                raise CheckpointError(f"{resume_path}: not a last.pt written by training (no optimizer state); "
+                                      f"to start from its weights use --model {resume_path}")
+            cfg = self._resumed_config(cfg, ckpt)
+        self.cfg = cfg
+        self.device = device_for_rank(cfg.run.device, self.dist)
+        init_distributed(self.device)
+        seed_everything(cfg.run.seed, cfg.run.deterministic)
+
+        self.train_data, self.val_data = open_datasets(cfg.data, quiet=not self.dist.is_main)
+        class_names = list(self.train_data.class_names)
+        if ckpt is not None:
+            self.model = build(ArchSpec.from_dict(ckpt["spec"]), class_names=ckpt["class_names"])
+            if list(ckpt["class_names"]) != class_names:
+                raise CheckpointError(f"{resume_path}: trained on other classes than {cfg.data.path}")
+            load_state_strict(self.model, ckpt["state_dict"], str(resume_path))
+        else:
+            self.model = build_model(cfg.model, class_names, self.log)
+        self.model.preprocessing = training_preprocessing(cfg.data.image_size)
+        freeze_unused(self.model)
+        self.model.to(self.device)
+        self.memory_format = torch.contiguous_format
+        if cfg.run.channels_last and self.device.type == "cuda":
+            self.memory_format = torch.channels_last
+            self.model.to(memory_format=self.memory_format)
+
+        self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.threshold) if cfg.ema.enabled else None
+        self.net = wrap_model(self.model, self.dist, self.device, cfg.run.sync_bn)  # what the loop calls
+        self.criterion = PPYoloELoss(
+            num_classes=len(class_names), reg_max=self.model.spec.head.reg_max, use_varifocal=cfg.loss.use_varifocal,
+            iou_weight=cfg.loss.iou_weight, cls_weight=cfg.loss.cls_weight, dfl_weight=cfg.loss.dfl_weight,
+            atss_warmup_epochs=cfg.loss.atss_warmup_epochs)
+
+        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size)
+        self.train_set = TrainDataset(self.train_data, self.transforms, seed=cfg.run.seed)
+        # A sampler on every path, also for one process: its permutation depends only on (seed, epoch), so a
+        # resumed run sees the same batches as an uninterrupted one.
+        sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=True, seed=cfg.run.seed)
+        per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
+        self.loader = make_loader(self.train_set, batch_size=cfg.data.batch_size, shuffle=False,
+                                  workers=cfg.data.workers, seed=cfg.run.seed, sampler=sampler,
+                                  drop_last=per_rank > cfg.data.batch_size, pin_memory=self.device.type == "cuda")
+
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer.lr, len(self.loader))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.start_epoch, self.step = 0, 0
+        self.best_fitness, self.best_epoch, self.skipped_steps = -1.0, 0, 0
+        self.metrics: dict = {}
+        self.rng_to_restore = None
+        if ckpt is not None:
+            self._load_training_state(ckpt)
+        self.run_dir = self._make_run_dir(resume_path) if self.dist.is_main else None
+        self.weights_dir = self.run_dir / "weights" if self.run_dir else None
+        self.tb = self._tensorboard()
+        if self.dist.is_main:
+            self._describe(resume_path)
+
+    # -------------------------------------------------------------------------------------------- set-up parts
+
+    @staticmethod
+    def _resume_path(cfg: TrainConfig) -> Path | None:
+        if cfg.run.resume is False or cfg.run.resume is None or cfg.run.resume == "":
+            return None
+        if cfg.run.resume is True:
+            path = Path(cfg.run.project) / cfg.run.name / "weights" / "last.pt"
+        else:
+            path = Path(str(cfg.run.resume))
+            if path.is_dir():
+                path = path / "weights" / "last.pt" if (path / "weights").is_dir() else path / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: nothing to resume (no such last.pt); check --name or give its path")
+        return path
+
+    @staticmethod
+    def _resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
+        """The checkpoint's config, so the run continues as it started; only where and how verbosely may change."""
+        saved = TrainConfig.from_dict(ckpt["config"], "checkpoint config")
+        run = dataclasses.replace(saved.run, device=cfg.run.device, verbose=cfg.run.verbose, resume=cfg.run.resume)
+        data = dataclasses.replace(saved.data, workers=cfg.data.workers)
+        return dataclasses.replace(saved, run=run, data=data)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not self.cfg.run.amp or self.device.type != "cuda":
+            return None
+        if self.cfg.run.amp_dtype == "bf16" or (self.cfg.run.amp_dtype == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    def _load_training_state(self, ckpt: dict) -> None:
+        if self.ema is not None and ckpt.get("ema_state_dict") is not None:
+            self.ema.load_state_dict(ckpt["ema_state_dict"], int(ckpt.get("ema_updates", 0)))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.best_fitness, self.best_epoch = float(ckpt.get("best_fitness", -1.0)), int(ckpt.get("best_epoch", 0))
+        self.rng_to_restore = ckpt.get("rng")
+
+    def _make_run_dir(self, resume_path: Path | None) -> Path:
+        if resume_path is not None:
+            run_dir = resume_path.parent.parent if resume_path.parent.name == "weights" else resume_path.parent
+        else:
+            base = Path(self.cfg.run.project) / self.cfg.run.name
+            run_dir, n = base, 2
+            while run_dir.exists() and not self.cfg.run.exist_ok:
+                run_dir, n = base.with_name(f"{base.name}{n}"), n + 1
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+        self.cfg.to_yaml(run_dir / "config.yaml")
+        self._trim_csv(run_dir / "results.csv", self.start_epoch)
+        return run_dir
+
+    @staticmethod
+    def _trim_csv(path: Path, epochs_done: int) -> None:
+        """Drop rows past the resumed epoch (written before an interruption the checkpoint did not see)."""
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epochs_done)
+
+    def _tensorboard(self):
+        if not self.dist.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional dependency
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir))
+
+    def _describe(self, resume_path: Path | None) -> None:
+        cfg = self.cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
+        ema = f"{cfg.ema.decay:g}" if self.ema else "off"
+        val = "the training images" if self.val_data is self.train_data else f"{len(self.val_data)} images"
+        self.log(f"train: {len(self.train_data)} images, {self.train_data.num_classes} classes; val: {val}")
+        self.log(f"model: {self.model.spec.name} ({n_params / 1e6:.2f} M parameters) at {cfg.data.image_size}px; "
+                 f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {cfg.schedule.epochs} epochs of {len(self.loader)} "
+                 f"steps, batch {cfg.data.batch_size} x {self.dist.world_size} process(es); device {self.device}, "
+                 f"AMP {amp}; EMA {ema}")
+        if resume_path is not None:
+            done = self.start_epoch >= cfg.schedule.epochs
+            self.log(f"{resume_path} already finished its {cfg.schedule.epochs} epochs: nothing to resume" if done
+                     else f"resuming {resume_path} after epoch {self.start_epoch}")
+        self.log(f"results: {self.run_dir}")
+
+    def log(self, message: str) -> None:
+        if self.dist.is_main and self.cfg.run.verbose:
+            print(message, flush=True)
+
+    # -------------------------------------------------------------------------------------------- the loop
+
+    def fit(self) -> TrainResult:
+        """Train from `start_epoch` to `schedule.epochs`, validating and checkpointing; return where it all went."""
+        cfg = self.cfg
+        if self.rng_to_restore is not None:
+            set_rng_state(self.rng_to_restore)
+            self.rng_to_restore = None
+        for epoch in range(self.start_epoch, cfg.schedule.epochs):
+            t0, lr = time.time(), self.optimizer.param_groups[0]["lr"]
+            losses = self.train_epoch(epoch)
+            last_epoch = epoch + 1 == cfg.schedule.epochs
+            every = cfg.run.val_every
+            metrics = {}
+            if self.dist.is_main and (last_epoch or (every > 0 and (epoch + 1) % every == 0)):
+                metrics = self.validate(plots=last_epoch and cfg.run.plots)
+            self.end_epoch(epoch, lr, losses, metrics, time.time() - t0)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self, epoch + 1)
+        if self.tb is not None:
+            self.tb.close()
+        if self.skipped_steps:
+            self.log(f"warning: {self.skipped_steps} optimizer steps skipped for non-finite gradients")
+        w = self.weights_dir
+        return TrainResult(self.run_dir, w / "best.pt" if w else None, w / "last.pt" if w else None,
+                           cfg.schedule.epochs, self.best_epoch, self.best_fitness, self.metrics)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Everything epoch-dependent in the data: the sampler's permutation, per-item RNG, mosaic closing."""
+        # The loader's EpochSampler sends (index, epoch, mosaic) to the workers, persistent ones included.
+        self.loader.sampler.set_epoch(epoch)
+        close = self.cfg.schedule.close_mosaic_epochs
+        if close > 0 and epoch >= self.cfg.schedule.epochs - close:
+            if epoch == self.cfg.schedule.epochs - close:
+                self.log(f"mosaic and mixup off for the last {close} epochs")
+            self.loader.sampler.close_mosaic()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training data; the epoch's mean losses (over all ranks)."""
+        self.set_epoch(epoch)
+        self.net.train()
+        sums = torch.zeros(len(LOSS_KEYS), device=self.device)
+        steps = 0
+        with self._progress(epoch) as advance:
+            for batch in self.loader:
+                part = self.train_step(batch["images"], batch["targets"], epoch)
+                sums += part
+                steps += 1
+                advance(part)
+        mean = all_reduce_mean(sums / max(steps, 1), self.dist)
+        return dict(zip(LOSS_KEYS, mean.tolist()))
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+        """One optimizer step on a loader batch (uint8 images [B, 3, H, W], targets [M, 6]); the detached losses."""
+        images = images.to(self.device, non_blocking=True).float().div_(255)
+        images = images.contiguous(memory_format=self.memory_format)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.amp_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                out = self.net(images)
+        else:
+            out = self.net(images)
+        loss, parts = self.criterion(out, targets, epoch)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        # Gradients are all-reduced by now, so every rank takes the same decision here.
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.clip_grad_norm or math.inf)
+        if torch.isfinite(norm):
+            self.scaler.step(self.optimizer)
+        else:
+            self.skipped_steps += 1
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return torch.stack([parts[k] for k in LOSS_KEYS])
+
+    def _progress(self, epoch: int):
+        """A context giving `advance(losses)`: a rich progress bar with live losses on rank 0 when verbose."""
+        return _Progress(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}", len(self.loader),
+                         enabled=self.dist.is_main and self.cfg.run.verbose)
+
+    @property
+    def eval_model(self) -> YoloNAS:
+        """The model that validation and best.pt use: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else unwrap(self.net)
+
+    def validate(self, plots: bool = False) -> dict[str, float]:
+        """COCO metrics of the EMA model on the validation data, through the same Predictor as predict."""
+        metrics = validate(self.eval_model, self.val_data, batch_size=self.cfg.data.val_batch_size,
+                           device=self.device, plots_dir=self.run_dir if plots else None)
+        return metrics.to_dict()
+
+    def end_epoch(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict, seconds: float) -> None:
+        """Log, pick best, write checkpoints (rank 0), keep ranks together; `lr` is the epoch's first."""
+        if self.dist.is_main:
+            row = {"epoch": epoch + 1, "lr": lr, **losses, **{k: metrics.get(k, "") for k in METRIC_KEYS},
+                   "time": round(seconds, 2)}
+            self._write_csv(row)
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k != "epoch" and v != "":
+                        self.tb.add_scalar(k if k in ("lr", "time") else f"{'train' if k in LOSS_KEYS else 'val'}/{k}",
+                                           v, epoch + 1)
+            improved = False
+            if metrics:
+                self.metrics = metrics
+                fitness = float(metrics[self.cfg.run.best_metric])
+                improved = fitness > self.best_fitness
+                if improved:
+                    self.best_fitness, self.best_epoch = fitness, epoch + 1
+            self._save(epoch, improved)
+            summary = " ".join(f"{k.removeprefix('loss_')} {losses[k]:.3f}" for k in LOSS_KEYS)
+            if metrics:
+                summary += " | " + " ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50"))
+            self.log(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}: {summary} | lr {lr:.3g} | {seconds:.1f}s")
+            if self.cfg.run.plots:
+                plot_training_curves(self.run_dir / "results.csv", self.run_dir / "results.png")
+        barrier(self.dist)
+
+    def _write_csv(self, row: dict) -> None:
+        path = self.run_dir / "results.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _save(self, epoch: int, best: bool) -> None:
+        cfg = self.cfg
+        common = {"epoch": epoch + 1, "metrics": self.metrics, "config": cfg.to_dict(),
+                  "best_fitness": self.best_fitness, "best_epoch": self.best_epoch}
+        save_checkpoint(
+            self.model, self.weights_dir / "last.pt", **common, step=self.step,
+            ema_state_dict=self.ema.state_dict() if self.ema is not None else None,
+            ema_updates=self.ema.updates if self.ema is not None else 0,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), rng=rng_state())
+        if best:
+            save_checkpoint(self.eval_model, self.weights_dir / "best.pt", **common)
+
+
+class _Progress:
+    """A rich progress bar for one epoch whose description shows the running mean losses."""
+
+    def __init__(self, title: str, total: int, enabled: bool):
+        self.title, self.total, self.enabled = title, total, enabled
+        self.sums, self.n = None, 0
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda losses: None
+        from rich.progress import (  # noqa: PLC0415 - rich draws only when there is someone to see it
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), transient=True,
+                            disable=not sys.stdout.isatty())
+        self.bar.start()
+        self.task = self.bar.add_task(self.title, total=self.total, losses="")
+        return self.advance
+
+    def advance(self, losses: torch.Tensor) -> None:
+        values = losses.float().cpu()
+        self.sums = values if self.sums is None else self.sums + values
+        self.n += 1
+        mean = (self.sums / self.n).tolist()
+        text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in zip(LOSS_KEYS, mean))
+        self.bar.update(self.task, advance=1, losses=text)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+def train(cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None) -> TrainResult:
+    """Train as `cfg` says (also under torchrun: each process calls this); see `Trainer`."""
+    trainer = Trainer(cfg, on_epoch_end)
+    try:
+        return trainer.fit()
+    finally:
+        cleanup(trainer.dist)
