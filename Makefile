@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PYTHON) benchmarks/demo.py
+	$(PYTHON) scripts/demo.py
 
 test: install
 	$(PYTHON) -m pytest tests -q -p no:cacheprovider --durations=15

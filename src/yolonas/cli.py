@@ -131,6 +131,88 @@ def predict(
                 "skipped": [{"file": f, "reason": r} for f, r in skipped], "predictions": writer.entries}, json_out)
 
 
+@app.command()
+def train(
+    data: Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Overrides the recipe's model.")] = None,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, finetune, coco_yolo_nas_s, "
+                                        "cpu_smoke, or a recipe YAML.")] = "scratch_small_data",
+    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Images per step and process.")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
+    workers: Annotated[int | None, typer.Option("--workers")] = None,
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")] = None,
+    name: NameOpt = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set optimizer.lr=1e-3")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Train (or fine-tune, or resume) a detector; the run lands in runs/train/<name>/."""
+    from yolonas.train import apply_overrides, load_recipe  # noqa: PLC0415
+    from yolonas.train import train as run_training  # noqa: PLC0415
+
+    overrides = {"data": data, "images": images, "model": model, "epochs": epochs, "lr": lr, "batch": batch,
+                 "imgsz": imgsz, "workers": workers, "pretrained": pretrained, "device": device, "seed": seed,
+                 "name": name}
+    if resume is not None:
+        overrides["resume"] = True if resume.lower() == "true" else resume
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected key=value")
+        overrides[key.strip()] = value
+    result = run_training(apply_overrides(load_recipe(recipe), overrides))
+    _emit_json({"run_dir": str(result.run_dir), "best": str(result.best), "last": str(result.last),
+                "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics}, json_out)
+
+
+@app.command()
+def val(
+    data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="A checkpoint.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Same as --weights.")] = None,
+    split: Annotated[str, typer.Option("--split", help="A key of the data.yaml.")] = "val",
+    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
+    conf: Annotated[float, typer.Option("--conf", help="Score threshold.")] = 0.01,
+    iou: Annotated[float, typer.Option("--iou", help="NMS IoU threshold.")] = 0.7,
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates before NMS.")] = 1000,
+    max_det: Annotated[int, typer.Option("--max-det")] = 300,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option("--batch")] = 8,
+    device: DeviceOpt = "cpu",
+    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
+    save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="COCO results JSON.")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="PR curves and confusion matrix.")] = True,
+    name: NameOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """COCO metrics (AP, AP50, AP75, APs/m/l, AR, per class) with the same pre/post-processing as predict."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from yolonas.data import open_dataset  # noqa: PLC0415
+    from yolonas.eval.validate import validate  # noqa: PLC0415
+    from yolonas.infer import NMSConfig  # noqa: PLC0415
+
+    net = _load_model(model, weights)
+    if imgsz is not None:
+        net.preprocessing.image_size = (imgsz, imgsz)
+        net.preprocessing.longest_side = None
+    dataset = open_dataset(data, split, images)
+    out = run_dir("val", name) if plots else None
+    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
+    metrics = validate(net.eval().fuse(), dataset, nms=nms, batch_size=batch, device=device,
+                       save_predictions=save_predictions, plots_dir=out, half=half)
+    if json_out != "-":
+        Console().print(metrics.table())
+        if out is not None:
+            print(f"val: plots in {out}", file=sys.stderr)
+    _emit_json(metrics.to_dict(), json_out)
+
+
 def main() -> None:
     """Entry point: run the app, printing our own errors as one line."""
     try:

@@ -22,10 +22,10 @@ from torch.utils.data import DistributedSampler
 from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
 from yolonas.arch.model import Preprocessing, YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
-from yolonas.data.coco import CocoDataset
+from yolonas.data import open_dataset
 from yolonas.data.loader import TrainDataset, make_loader, training_transforms
 from yolonas.data.transforms import Compose
-from yolonas.data.yolo import load_data_yaml, split_images
+from yolonas.data.yolo import split_images
 from yolonas.errors import CheckpointError, DataError, InputError
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
@@ -82,14 +82,6 @@ def data_yaml_of(path: str | Path) -> Path | None:
     if not path.exists():
         raise DataError(f"{path}: data set not found")
     raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
-
-
-def open_dataset(path: str | Path, split: str, images: str | None = None, cache: bool = False):
-    """A data set from a data.yaml (its `split`), a dataset folder holding data.yaml, or a COCO JSON."""
-    yaml_path = data_yaml_of(path)
-    if yaml_path is None:
-        return CocoDataset(path, images, cache=cache)
-    return load_data_yaml(yaml_path, split, cache=cache)
 
 
 def open_datasets(cfg: DataConfig, quiet: bool = False):
