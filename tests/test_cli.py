@@ -67,3 +67,44 @@ def test_predict_video(tmp_path, monkeypatch):
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     assert len(json.loads((out / "predictions.json").read_text())) == 4
+
+
+def test_main_prints_one_line_errors(monkeypatch, capsys):
+    """The installed entry point turns our errors into one line on stderr and exit code 2."""
+    from yolonas import cli  # noqa: PLC0415
+
+    monkeypatch.setattr("sys.argv", ["yolonas", "predict", "--source", "x.jpg", "--weights", "missing.pt"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: missing.pt") and "\n" not in err
+    monkeypatch.setattr("sys.argv", ["yolonas", "predict", "--source", "x.jpg"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "no model given" in capsys.readouterr().err
+
+
+def test_predict_rejects_an_input_size_off_the_stride(tmp_path):
+    result = runner.invoke(app, ["predict", "-m", "yolo_nas_tiny", "-s", str(tmp_path), "--imgsz", "500"])
+    assert result.exit_code != 0 and "multiple of 32" in str(result.exception)
+
+
+def test_train_then_val_json_on_stdout(coco128, tmp_path, monkeypatch):
+    """`train` then `val --json -`: stdout is exactly the metrics JSON, and the predictions file is COCO results."""
+    monkeypatch.chdir(tmp_path)
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:4]
+    (tmp_path / "four.txt").write_text("\n".join(map(str, images)) + "\n")
+    names = (coco128 / "data.yaml").read_text().split("names:", 1)[1]
+    (tmp_path / "data.yaml").write_text(f"path: .\ntrain: four.txt\nval: four.txt\nnames:{names}")
+    result = runner.invoke(app, ["train", "--data", "data.yaml", "--recipe", "cpu_smoke", "--epochs", "1",
+                                 "--imgsz", "96", "--name", "t", "--set", "run.verbose=false"])
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "runs" / "train" / "t" / "weights" / "best.pt"
+    result = runner.invoke(app, ["val", "--weights", str(best), "--data", "data.yaml", "--split", "val",
+                                 "--save-predictions", "preds.json", "--json", "-", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"} <= set(metrics)
+    preds = json.loads((tmp_path / "preds.json").read_text())
+    assert preds and {"image_id", "category_id", "bbox", "score", "file_name"} <= set(preds[0])

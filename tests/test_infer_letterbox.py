@@ -78,6 +78,17 @@ def test_longest_side_larger_than_input_is_capped():
     pre = Preprocessing(image_size=(64, 64), longest_side=64)
     padded, info = letterbox(np.zeros((10, 30, 3), np.uint8), pre)
     assert padded.shape == (64, 64, 3) and info.pad_x == 0
+    # A longest side beyond a non-square input: the image must fit without distortion.
+    pre = Preprocessing(image_size=(64, 128), longest_side=128)
+    padded, info = letterbox(np.zeros((100, 100, 3), np.uint8), pre)
+    assert (info.new_h, info.new_w) == (64, 64) and info.scale == pytest.approx(0.64)
+
+
+def test_boxes_map_back_with_the_exact_per_axis_scale():
+    pre = Preprocessing(image_size=(640, 640))
+    _, info = letterbox(np.zeros((333, 1000, 3), np.uint8), pre)  # 333 * 0.64 = 213.12 -> 213 rows
+    box = torch.tensor([[0.0, float(info.pad_y), 640.0, float(info.pad_y + info.new_h)]])
+    assert torch.allclose(boxes_to_original(box, info), torch.tensor([[0.0, 0.0, 1000.0, 333.0]]))
 
 
 def test_batch_matches_single_images():
@@ -102,7 +113,7 @@ def test_bad_image_is_refused():
 
 
 def test_boxes_forward_and_back_and_clip():
-    info = LetterboxInfo(scale=0.5, pad_x=10, pad_y=4, orig_h=100, orig_w=200)
+    info = LetterboxInfo(scale=0.5, pad_x=10, pad_y=4, orig_h=100, orig_w=200, new_h=50, new_w=100)
     orig = torch.tensor([[0.0, 0.0, 200.0, 100.0], [12.5, 30.0, 60.0, 99.0]])
     forward = orig * 0.5 + torch.tensor([10.0, 4.0, 10.0, 4.0])
     assert torch.allclose(boxes_to_original(forward, info), orig)
@@ -111,7 +122,8 @@ def test_boxes_forward_and_back_and_clip():
 
 
 def test_batched_mapping_equals_per_image():
-    infos = [LetterboxInfo(0.5, 10, 4, 100, 200), LetterboxInfo(2.0, 0, 30, 40, 30), LetterboxInfo(1.0, 3, 3, 9, 9)]
+    infos = [LetterboxInfo(0.5, 10, 4, 100, 200, 50, 100), LetterboxInfo(2.0, 0, 30, 40, 30, 80, 60),
+             LetterboxInfo(1.0, 3, 3, 9, 9, 9, 9)]
     g = torch.Generator().manual_seed(0)
     dets = [torch.rand(n, 6, generator=g) * 150 for n in (5, 0, 3)]
     mapped = batch_boxes_to_original(dets, infos)

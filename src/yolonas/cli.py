@@ -82,11 +82,20 @@ def _print_info(r: dict) -> None:
           f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
-def _load_model(model: str | None, weights: str | None):
-    """--weights wins over --model; either names a published model, a spec YAML or a checkpoint."""
+def _load_model(model: str | None, weights: str | None, imgsz: int | None = None):
+    """The model that --weights or --model names (a published name, a spec YAML or a checkpoint)."""
+    from yolonas.arch.model import Preprocessing  # noqa: PLC0415
+    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.weights import load  # noqa: PLC0415
 
-    return load(weights or model or "yolo_nas_s")
+    if model and weights and model != weights:
+        raise InputError(f"--model {model} and --weights {weights} name two models; give one")
+    if not (model or weights):
+        raise InputError("no model given: pass --weights best.pt (or --model yolo_nas_s for untrained weights)")
+    net = load(weights or model)
+    if imgsz is not None:  # a square input of that size, the image fitted inside it
+        net.preprocessing = Preprocessing((imgsz, imgsz), None, net.preprocessing.pad, net.preprocessing.pad_value)
+    return net
 
 
 @app.command()
@@ -109,11 +118,7 @@ def predict(
     from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
-    net = _load_model(model, weights)
-    if imgsz is not None:
-        net.preprocessing.image_size = (imgsz, imgsz)
-        net.preprocessing.longest_side = None
-    net.eval().fuse()
+    net = _load_model(model, weights, imgsz).eval().fuse()
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
     predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
     print(f"predict: {nms.describe()}", file=sys.stderr)
@@ -197,10 +202,7 @@ def val(
     from yolonas.eval.validate import validate  # noqa: PLC0415
     from yolonas.infer import NMSConfig  # noqa: PLC0415
 
-    net = _load_model(model, weights)
-    if imgsz is not None:
-        net.preprocessing.image_size = (imgsz, imgsz)
-        net.preprocessing.longest_side = None
+    net = _load_model(model, weights, imgsz)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)

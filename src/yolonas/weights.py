@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing, YoloNAS, build
 from yolonas.arch.spec import PUBLISHED, ArchSpec
@@ -266,6 +267,8 @@ def load(
 ) -> YoloNAS:
     """A model from a published name, a spec YAML, our checkpoint or a super-gradients checkpoint."""
     text = str(model)
+    if class_names is not None and num_classes is not None and num_classes != len(class_names):
+        raise CheckpointError(f"{len(class_names)} class names given for num_classes={num_classes}")
     if text in PUBLISHED or text == "yolo_nas_tiny":
         if pretrained is None:
             from yolonas.arch.spec import BUILTIN  # noqa: PLC0415 - avoid a cycle at import time
@@ -282,11 +285,14 @@ def load(
     if not path.exists():
         known = ", ".join(PUBLISHED)
         raise CheckpointError(f"{model}: no such file, and not a published model name ({known})")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; name a checkpoint file inside it (e.g. weights/best.pt)")
     if path.suffix in (".yaml", ".yml"):
         try:
             spec = ArchSpec.from_yaml(path)
-        except (TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: not a valid architecture spec ({e})") from None
+        except (TypeError, ValueError, KeyError, AttributeError, yaml.YAMLError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path}: not a valid architecture spec ({first})") from None
         if class_names is not None:
             return build(spec, class_names=class_names)
         return build(spec, num_classes if num_classes is not None else 80)
@@ -297,6 +303,9 @@ def load(
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         model_ = _model_from_ours(ckpt, str(path), num_classes, ema)
         if class_names is not None:
+            if len(class_names) != model_.num_classes:
+                raise CheckpointError(f"{path}: {len(class_names)} class names given for a model of "
+                                      f"{model_.num_classes} classes; pass num_classes too to replace the head")
             model_.class_names = list(class_names)
         return model_
     return _model_from_sg(ckpt, str(path), num_classes, class_names)

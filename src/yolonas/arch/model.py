@@ -14,6 +14,7 @@ from yolonas.arch.blocks import ConvBNAct, QARepVGGBlock, RepVGGBlock
 from yolonas.arch.head import DFLHeads, HeadOutput, decode_boxes
 from yolonas.arch.neck import PANNeck
 from yolonas.arch.spec import ArchSpec
+from yolonas.errors import InputError
 
 
 @dataclass
@@ -27,6 +28,12 @@ class Preprocessing:
     longest_side: int | None = None  # resize target for the longest image side; None = fit image_size
     pad: Literal["center", "bottom_right"] = "center"
     pad_value: int = 114
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        if h % 32 or w % 32 or h < 32 or w < 32:
+            raise InputError(f"input size {h}x{w} must be a positive multiple of 32 in both sides (the model "
+                             "downsamples 32x); try 320, 416, 512 or 640")
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "image_size": list(self.image_size)}

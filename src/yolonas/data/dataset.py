@@ -14,7 +14,8 @@ import numpy as np
 from yolonas.data.checks import LabelReport
 from yolonas.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
+                            ".pbm", ".pgm", ".ppm", ".pnm"})
 
 
 @dataclass
@@ -47,7 +48,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e.strerror})") from e
+        raise DataError(f"{path}: cannot read image ({e.strerror or e})") from e
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")

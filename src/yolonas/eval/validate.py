@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from yolonas.errors import InputError
+from yolonas.errors import DataError, InputError
 from yolonas.eval.coco import Metrics, coco_metrics, confusion_matrix
 from yolonas.eval.plots import plot_confusion_matrix, plot_pr_curves
 from yolonas.infer.postprocess import VAL_NMS, NMSConfig
 from yolonas.infer.predictor import Predictor
 
 log = logging.getLogger(__name__)
+
+
+def _load_or_none(dataset, i: int):
+    """The image, or None with a warning when it does not decode (its boxes then count as missed)."""
+    try:
+        return dataset.load_image(i)
+    except DataError as e:
+        warnings.warn(f"val: skipped {e}", stacklevel=2)
+        return None
 
 
 def predict_dataset(predictor: Predictor, dataset, batch_size: int = 8) -> list[dict]:
@@ -26,9 +37,11 @@ def predict_dataset(predictor: Predictor, dataset, batch_size: int = 8) -> list[
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, len(dataset), batch_size):
             index = range(start, min(start + batch_size, len(dataset)))
-            images = list(pool.map(dataset.load_image, index))
+            loaded = list(pool.map(lambda i: _load_or_none(dataset, i), index))
+            index = [i for i, image in zip(index, loaded) if image is not None]
+            images = [image for image in loaded if image is not None]
             files = [dataset.files[i] for i in index]
-            for i, file, det in zip(index, files, predictor.predict_arrays(images, files)):
+            for i, file, det in zip(index, files, predictor.predict_arrays(images, files) if images else []):
                 for row in det.to_coco(int(dataset.image_ids[i]), category_ids):
                     row["file_name"] = file
                     results.append(row)
@@ -57,7 +70,7 @@ def validate(
     if names is not None and len(names) != len(dataset.class_names):
         raise InputError(f"the model has {len(names)} classes but the data set {dataset.report.source} has "
                          f"{len(dataset.class_names)}; validate on data with the model's classes")
-    print(f"val: {len(dataset)} images, {predictor.nms.describe()}")
+    print(f"val: {len(dataset)} images, {predictor.nms.describe()}", file=sys.stderr)
     results = predict_dataset(predictor, dataset, batch_size)
     gt = dataset.to_coco()
     metrics = coco_metrics(gt, results)

@@ -13,22 +13,27 @@ from yolonas.errors import InputError
 
 
 class LetterboxInfo(NamedTuple):
-    """How one image was letterboxed: input pixel = original pixel * scale + pad."""
+    """How one image was letterboxed: input pixel = original pixel * scale + pad (per axis)."""
 
-    scale: float
+    scale: float  # the nominal resize factor
     pad_x: int  # left padding in input pixels
     pad_y: int  # top padding in input pixels
     orig_h: int
     orig_w: int
+    new_h: int  # the resized image's size; new / orig is the exact per-axis scale after rounding
+    new_w: int
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        return self.new_w / self.orig_w, self.new_h / self.orig_h
 
 
 def letterbox_params(h: int, w: int, pre: Preprocessing) -> tuple[LetterboxInfo, int, int]:
     """The scale, padding and resized (height, width) that `pre` gives an image of size h x w."""
     out_h, out_w = pre.image_size
-    if pre.longest_side is not None:
-        scale = pre.longest_side / max(h, w)
-    else:
-        scale = min(out_h / h, out_w / w)
+    scale = min(out_h / h, out_w / w)
+    if pre.longest_side is not None:  # never beyond the input size: that would need a distorting clamp
+        scale = min(scale, pre.longest_side / max(h, w))
     # Rounded like super-gradients' rescale, so Deci's weights see the pixels they were evaluated on.
     new_h, new_w = min(max(round(h * scale), 1), out_h), min(max(round(w * scale), 1), out_w)
     if pre.pad == "center":
@@ -38,7 +43,7 @@ def letterbox_params(h: int, w: int, pre: Preprocessing) -> tuple[LetterboxInfo,
         pad_y, pad_x = 0, 0
     else:
         raise InputError(f"unknown padding mode {pre.pad!r}: use 'center' or 'bottom_right'")
-    return LetterboxInfo(scale, pad_x, pad_y, h, w), new_h, new_w
+    return LetterboxInfo(scale, pad_x, pad_y, h, w, new_h, new_w), new_h, new_w
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:
@@ -87,8 +92,9 @@ def letterbox_batch(images: list[np.ndarray], pre: Preprocessing, device: torch.
 def boxes_to_original(boxes: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
     """Map xyxy boxes [..., 4] from input pixels back to the original image, clipped to it."""
     pad = boxes.new_tensor([info.pad_x, info.pad_y, info.pad_x, info.pad_y])
+    sx, sy = info.scale_xy
     hi = boxes.new_tensor([info.orig_w, info.orig_h, info.orig_w, info.orig_h])
-    return ((boxes - pad) / info.scale).clamp_(min=0).minimum(hi)
+    return ((boxes - pad) / boxes.new_tensor([sx, sy, sx, sy])).clamp_(min=0).minimum(hi)
 
 
 def batch_boxes_to_original(boxes: list[torch.Tensor], infos: list[LetterboxInfo]) -> list[torch.Tensor]:
@@ -97,9 +103,10 @@ def batch_boxes_to_original(boxes: list[torch.Tensor], infos: list[LetterboxInfo
         return []
     counts = [len(b) for b in boxes]
     flat = torch.cat(boxes)
-    params = flat.new_tensor([[i.pad_x, i.pad_y, i.scale, i.orig_w, i.orig_h] for i in infos])
+    params = flat.new_tensor([[i.pad_x, i.pad_y, *i.scale_xy, i.orig_w, i.orig_h] for i in infos])
     rows = params.repeat_interleave(torch.tensor(counts, device=flat.device), dim=0)
     pad = rows[:, [0, 1, 0, 1]]
-    hi = rows[:, [3, 4, 3, 4]]
-    xyxy = ((flat[:, :4] - pad) / rows[:, 2:3]).clamp_(min=0).minimum(hi)
+    scale = rows[:, [2, 3, 2, 3]]
+    hi = rows[:, [4, 5, 4, 5]]
+    xyxy = ((flat[:, :4] - pad) / scale).clamp_(min=0).minimum(hi)
     return list(torch.cat([xyxy, flat[:, 4:]], dim=1).split(counts))

@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolonas.errors import InputError
+from yolonas.data.dataset import IMAGE_SUFFIXES
+from yolonas.data.dataset import read_image as data_read_image
+from yolonas.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
-                            ".pbm", ".pgm", ".ppm", ".pnm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 
@@ -27,19 +27,11 @@ def is_video(path: str | Path) -> bool:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 HWC; raise `InputError` saying why it cannot be read."""
+    """Read an image file as RGB uint8 HWC, decoded exactly as the data sets decode it; InputError if it cannot."""
     try:
-        # np.fromfile + imdecode, not imread: it reads non-ASCII paths on every OS and tells I/O errors apart.
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from e
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
-    # EXIF orientation ignored, as the data sets do: labels are measured on the pixels as stored.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise InputError(f"{path}: not a decodable image (corrupt file or unsupported format)")
-    return image
+        return data_read_image(path)
+    except DataError as e:
+        raise InputError(str(e)) from None
 
 
 def video_properties(path: str | Path) -> tuple[float, int, int, int]:

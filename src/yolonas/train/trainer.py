@@ -27,6 +27,7 @@ from yolonas.data.loader import TrainDataset, make_loader, training_transforms
 from yolonas.data.transforms import Compose
 from yolonas.data.yolo import split_images
 from yolonas.errors import CheckpointError, DataError, InputError
+from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
 from yolonas.train.config import AugmentationConfig, DataConfig, ModelConfig, TrainConfig
@@ -205,6 +206,8 @@ class Trainer:
                 raise CheckpointError(f"{resume_path}: not a last.pt written by training (no optimizer state); "
                                       f"to start from its weights use --model {resume_path}")
             cfg = self._resumed_config(cfg, ckpt)
+        if cfg.run.best_metric not in STAT_NAMES:  # checked now, not after the first epoch has trained
+            raise InputError(f"run.best_metric {cfg.run.best_metric!r} is not one of {', '.join(STAT_NAMES)}")
         self.cfg = cfg
         self.device = device_for_rank(cfg.run.device, self.dist)
         init_distributed(self.device)
