@@ -144,3 +144,17 @@ def test_head_output_shapes_and_decode():
     widths = (b[0, :, 2] - b[0, :, 0]) / out.stride_tensor[:, 0]
     assert torch.allclose(widths, torch.full_like(widths, 16.0))
     assert torch.allclose((b[0, :, :2] + b[0, :, 2:]) / 2, out.anchor_points)
+
+
+def test_spp_cascaded_pools_equal_parallel_pools():
+    from yolonas.arch.blocks import SPP  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    spp = SPP(32, 32, (5, 9, 13)).eval()
+    assert spp.cascade
+    x = torch.randn(2, 32, 20, 24)
+    with torch.no_grad():
+        fast = spp(x)
+        spp.cascade = False
+        assert torch.equal(fast, spp(x))
+    assert not SPP(32, 32, (5, 7, 13)).cascade

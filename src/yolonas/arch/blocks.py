@@ -208,7 +208,17 @@ class SPP(nn.Module):
         self.cv1 = ConvBNAct(in_ch, hidden, 1)
         self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in kernels)
         self.cv2 = ConvBNAct(hidden * (len(kernels) + 1), out_ch, 1)
+        # Stride-1 max-pools compose: a k-pool after a j-pool is a (k+j-1)-pool. So 5, 9, 13 is the 5-pool
+        # applied 1, 2, 3 times: the same numbers for less than half the work (SPPF's trick, kept exact).
+        k0 = kernels[0]
+        self.cascade = all(k == k0 + i * (k0 - 1) for i, k in enumerate(kernels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
-        return self.cv2(torch.cat([x] + [p(x) for p in self.pools], dim=1))
+        if self.cascade:
+            outs = [x]
+            for _ in self.pools:
+                outs.append(self.pools[0](outs[-1]))
+        else:
+            outs = [x] + [p(x) for p in self.pools]
+        return self.cv2(torch.cat(outs, dim=1))

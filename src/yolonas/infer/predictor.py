@@ -32,8 +32,11 @@ class Backend(Protocol):
 class TorchBackend:
     """A YoloNAS module as a `Backend`: forward, then decode, in eval mode."""
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", half: bool = False):
-        self.model = model.to(device)
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", half: bool = False,
+                 channels_last: bool = True):
+        # Channels-last lets oneDNN (CPU) and cuDNN (GPU) pick faster conv kernels: ~20% on this CPU for S.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
         self.device = torch.device(device)
         self.half = half
         self.class_names = list(model.class_names)
@@ -46,7 +49,7 @@ class TorchBackend:
         try:
             # Autocast rather than model.half(): the user's model keeps its float weights.
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                return self.model.decode(self.model(x))
+                return self.model.decode(self.model(x.contiguous(memory_format=self.memory_format)))
         finally:
             if was_training:
                 self.model.train()
