@@ -174,3 +174,9 @@ def test_download_failure_is_one_line(tmp_path, local_server, monkeypatch):
     with pytest.raises(CheckpointError, match="download failed") as err:
         yolonas.load("yolo_nas_m", pretrained="coco")
     assert "\n" not in str(err.value)
+
+
+def test_other_class_count_fails_naming_the_classification_key():
+    three = build(yolo_nas_tiny(), 3).state_dict()
+    with pytest.raises(CheckpointError, match=r"'heads\.head1\.cls_pred\.weight' has shape \[3, 32, 1, 1\]"):
+        weights.load_state_strict(build(yolo_nas_tiny(), 80), three, "three.pt")
