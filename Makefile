@@ -18,7 +18,7 @@ demo: install
 	$(PYTHON) scripts/demo.py
 
 test: install
-	$(PYTHON) -m pytest tests -q -p no:cacheprovider --durations=15
+	$(PYTHON) -m pytest tests -p no:cacheprovider --durations=15
 
 lint: install
 	$(PYTHON) -m ruff check src tests benchmarks
