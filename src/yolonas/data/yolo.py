@@ -154,7 +154,10 @@ def read_data_yaml(path: str | Path) -> dict:
         raise DataError(f"{path}: expected a mapping with train/val/names keys")
     names, nc = data.get("names"), data.get("nc")
     if isinstance(names, dict):
-        keys = sorted(int(k) for k in names)
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: names keys must be integer class ids, got {list(names)[:5]}") from None
         if keys != list(range(len(keys))):
             raise DataError(f"{path}: names keys must be the class ids 0..{len(keys) - 1}, got {keys}")
         names = [str(names[k] if k in names else names[str(k)]) for k in keys]
@@ -201,6 +204,9 @@ def load_data_yaml(path: str | Path, split: str = "train", cache: bool = False) 
         if entry.is_dir():
             images += list_images(entry)
         else:  # a text file listing image paths, relative to its own folder
-            lines = [ln.strip() for ln in entry.read_text().splitlines() if ln.strip()]
+            try:
+                lines = [ln.strip() for ln in entry.read_text().splitlines() if ln.strip()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise DataError(f"{entry}: cannot read the image list ({e})") from None
             images += [entry.parent / ln for ln in lines]
     return YoloDataset(images, names, cache=cache)
