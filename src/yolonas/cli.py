@@ -215,6 +215,76 @@ def val(
     _emit_json(metrics.to_dict(), json_out)
 
 
+def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None):
+    """(backend, preprocessing, label) for a checkpoint/name (torch) or an exported file (.onnx, .xml, .engine)."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.infer import TorchBackend  # noqa: PLC0415
+
+    exported = Path(weights).suffix.lower() in (".onnx", ".xml", ".engine", ".plan")
+    if not exported:
+        if backend not in ("torch", "auto"):
+            raise InputError(f"--backend {backend} runs exported files: export first with `yolonas export "
+                             f"--weights {weights}`, then pass the .onnx")
+        net = _load_model(None, weights, imgsz).eval().fuse()
+        return TorchBackend(net, device, half), net.preprocessing, f"torch{' fp16' if half else ''}"
+    from yolonas.deploy.backends import load_backend  # noqa: PLC0415
+
+    engine = load_backend(weights, backend=None if backend == "auto" else backend, device=device, threads=threads)
+    return engine, engine.preprocessing, type(engine).__name__.removesuffix("Backend").lower()
+
+
+def _bench_images(source: str | None, n: int = 8):
+    import numpy as np  # noqa: PLC0415
+
+    from yolonas.infer.sources import ImageSource  # noqa: PLC0415
+
+    if source is not None:
+        images = [image for _, image in zip(range(n), ImageSource(source), strict=False)]
+        if images:
+            return images, source
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(n)], "random 640x480 images"
+
+
+@app.command()
+def bench(
+    weights: Annotated[str, typer.Option("--weights", "-w", help="Checkpoint, published name, .onnx or .xml.")],
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, openvino, tensorrt.")] = "auto",
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated: 1,8,32.")] = "1",
+    source: Annotated[str | None, typer.Option("--source", help="Images to time on (default: random).")] = None,
+    runs: Annotated[int, typer.Option("--runs", help="Timed calls per batch size.")] = 30,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls first.")] = 5,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (torch only).")] = None,
+    device: DeviceOpt = "cpu",
+    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (torch on CUDA).")] = False,
+    output: Annotated[str | None, typer.Option("--output", help="Also write <output>.json and .md.")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Latency p50/p90/p99 and throughput, forward only and end to end with a stage breakdown."""
+    import torch  # noqa: PLC0415
+
+    from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz)
+    images, what = _bench_images(source)
+    sizes = [int(b) for b in batch.split(",")]
+    results = [benchmark(engine, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
+    table = markdown_table(results)
+    header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
+              f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")
+    if json_out != "-":
+        print(header + "\n\n" + table)
+    result = {"weights": weights, "images": what, "results": [r.to_dict() for r in results]}
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output + ".json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(output + ".md").write_text(f"# Benchmark\n\n{header}\n\n{table}\n")
+    _emit_json(result, json_out)
+
+
 def main() -> None:
     """Entry point: run the app, printing our own errors as one line."""
     try:
