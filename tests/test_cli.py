@@ -108,3 +108,35 @@ def test_train_then_val_json_on_stdout(coco128, tmp_path, monkeypatch):
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"} <= set(metrics)
     preds = json.loads((tmp_path / "preds.json").read_text())
     assert preds and {"image_id", "category_id", "bbox", "score", "file_name"} <= set(preds[0])
+
+
+def test_export_then_predict_val_and_bench_on_the_onnx(coco128, tmp_path, monkeypatch):
+    """`export --nms --dynamic`, then the .onnx file goes wherever a checkpoint goes."""
+    monkeypatch.chdir(tmp_path)
+    from yolonas.arch.model import build  # noqa: PLC0415
+    from yolonas.arch.spec import yolo_nas_tiny  # noqa: PLC0415
+    from yolonas.weights import COCO_CLASSES  # noqa: PLC0415
+
+    model = build(yolo_nas_tiny(), class_names=COCO_CLASSES)
+    model.preprocessing.image_size = (128, 128)
+    model.save(tmp_path / "m.pt")
+    result = runner.invoke(app, ["export", "--weights", "m.pt", "--nms", "--dynamic", "--conf", "0.01"])
+    assert result.exit_code == 0, result.output
+    onnx_file = tmp_path / "m.onnx"
+    assert onnx_file.is_file()
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:3]
+    for image in images:
+        shutil.copy(image, tmp_path / image.name)
+    result = runner.invoke(app, ["predict", "--weights", "m.onnx", "--source", str(tmp_path / "*.jpg"), "--name", "o",
+                                 "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 3
+    (tmp_path / "three.txt").write_text("\n".join(str(tmp_path / i.name) for i in images) + "\n")
+    names = (coco128 / "data.yaml").read_text().split("names:", 1)[1]
+    (tmp_path / "data.yaml").write_text(f"path: .\ntrain: three.txt\nval: three.txt\nnames:{names}")
+    result = runner.invoke(app, ["val", "--weights", "m.onnx", "--data", "data.yaml", "--json", "-", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "AP50" in json.loads(result.stdout)
+    result = runner.invoke(app, ["bench", "--weights", "m.onnx", "--runs", "2", "--warmup", "1", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["backend"] == "onnxruntime"

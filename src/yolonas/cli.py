@@ -82,6 +82,24 @@ def _print_info(r: dict) -> None:
           f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
+
+
+def _detector(model: str | None, weights: str | None, imgsz: int | None, device: str):
+    """A fused YoloNAS for a checkpoint or name, or a runtime backend for an exported file (.onnx, .xml, ...)."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+
+    path = weights or model
+    if path and Path(path).suffix.lower() in EXPORTED_SUFFIXES:
+        if imgsz is not None:
+            raise InputError(f"{path}: the input size of an exported model is set at export (yolonas export "
+                             "--imgsz); drop --imgsz")
+        from yolonas.deploy.backends import load_backend  # noqa: PLC0415
+
+        return load_backend(path, device=device)
+    return _load_model(model, weights, imgsz).eval().fuse()
+
+
 def _load_model(model: str | None, weights: str | None, imgsz: int | None = None):
     """The model that --weights or --model names (a published name, a spec YAML or a checkpoint)."""
     from yolonas.arch.model import Preprocessing  # noqa: PLC0415
@@ -118,10 +136,10 @@ def predict(
     from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
-    net = _load_model(model, weights, imgsz).eval().fuse()
+    net = _detector(model, weights, imgsz, device)
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
     predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
-    print(f"predict: {nms.describe()}", file=sys.stderr)
+    print(f"predict: {predictor.nms.describe()}", file=sys.stderr)
     out = run_dir("predict", name)
     n_images = n_boxes = 0
     with PredictionWriter(out, save_images=save) as writer:
@@ -202,17 +220,57 @@ def val(
     from yolonas.eval.validate import validate  # noqa: PLC0415
     from yolonas.infer import NMSConfig  # noqa: PLC0415
 
-    net = _load_model(model, weights, imgsz)
+    net = _detector(model, weights, imgsz, device)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-    metrics = validate(net.eval().fuse(), dataset, nms=nms, batch_size=batch, device=device,
+    metrics = validate(net, dataset, nms=nms, batch_size=batch, device=device,
                        save_predictions=save_predictions, plots_dir=out, half=half)
     if json_out != "-":
         Console().print(metrics.table())
         if out is not None:
             print(f"val: plots in {out}", file=sys.stderr)
     _emit_json(metrics.to_dict(), json_out)
+
+
+@app.command()
+def export(
+    weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a published name).")],
+    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (.xml via ONNX).")] = "onnx",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
+    nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
+    dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Dynamic height and width.")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Static batch size (without --dynamic).")] = 1,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
+    uint8: Annotated[bool, typer.Option("--uint8", help="uint8 input, /255 inside the graph.")] = False,
+    conf: Annotated[float, typer.Option("--conf", help="Score threshold (with --nms).")] = 0.25,
+    iou: Annotated[float, typer.Option("--iou", help="NMS IoU (with --nms).")] = 0.7,
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates before NMS (with --nms).")] = 1000,
+    max_det: Annotated[int, typer.Option("--max-det", help="Detections per image (with --nms).")] = 300,
+    opset: Annotated[int, typer.Option("--opset")] = 17,
+    json_out: JsonOpt = None,
+) -> None:
+    """Export a fused model to ONNX (raw boxes + scores, or NMS inside), or on to OpenVINO IR."""
+    from yolonas.deploy.export import export_onnx  # noqa: PLC0415
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.infer import NMSConfig  # noqa: PLC0415
+
+    if format_ not in ("onnx", "openvino"):
+        raise InputError(f"--format {format_}: use onnx or openvino (TensorRT builds its engine from the .onnx)")
+    net = _load_model(None, weights, imgsz)
+    stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
+    onnx_path = Path(output) if output and format_ == "onnx" else stem.with_suffix(".onnx")
+    settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
+    path = export_onnx(net, onnx_path, batch=None if dynamic else batch, dynamic_size=dynamic_size,
+                       uint8_input=uint8, nms=settings, opset=opset)
+    if format_ == "openvino":
+        from yolonas.deploy.backends import export_openvino  # noqa: PLC0415
+
+        path = export_openvino(path, Path(output) if output else stem.with_suffix(".xml"))
+    print(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"),
+          file=sys.stderr)
+    _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
 
 
 def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None):
@@ -229,7 +287,11 @@ def _backend_for(weights: str, backend: str, device: str, half: bool, threads: i
         return TorchBackend(net, device, half), net.preprocessing, f"torch{' fp16' if half else ''}"
     from yolonas.deploy.backends import load_backend  # noqa: PLC0415
 
-    engine = load_backend(weights, backend=None if backend == "auto" else backend, device=device, threads=threads)
+    if backend == "tensorrt" and Path(weights).suffix.lower() == ".onnx":
+        raise InputError("the TensorRT backend needs an engine built from the .onnx (trtexec --onnx=... "
+                         "--saveEngine=model.engine); TensorRT is not installed on this machine")
+    engine = load_backend(weights, device=device, threads=threads,
+                          runtime=None if backend in ("auto", "torch") else backend)
     return engine, engine.preprocessing, type(engine).__name__.removesuffix("Backend").lower()
 
 

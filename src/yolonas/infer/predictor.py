@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class Backend(Protocol):
     """Anything that maps a letterboxed batch [B, 3, H, W] float in [0, 1] to (boxes [B, N, 4] xyxy input pixels,
     scores [B, N, C] in 0..1). It may also carry `class_names` and `preprocessing`, which the Predictor then uses.
+    A backend with NMS inside (`has_nms = True`) instead gives `detect(x)` -> per image [n, 6] in input pixels,
+    and its `nms` (the thresholds fixed at export).
     """
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -72,7 +74,8 @@ class Predictor:
         self.backend: Backend = TorchBackend(model, self.device, half) if is_yolonas else model
         if not callable(self.backend):
             raise InputError(f"cannot predict with a {type(model).__name__}: give a YoloNAS model or a backend")
-        self.nms = nms or PREDICT_NMS
+        # A backend with NMS in its graph (an ONNX export) fixed its thresholds at export; those are the ones used.
+        self.nms = self.backend.nms if getattr(self.backend, "has_nms", False) else nms or PREDICT_NMS
         self.batch_size = batch_size
         self.preprocessing = preprocessing or getattr(self.backend, "preprocessing", None) or Preprocessing()
         self.class_names = class_names or getattr(self.backend, "class_names", None)
@@ -95,9 +98,13 @@ class Predictor:
 
     def _predict_batch(self, images: list[np.ndarray], names: list[str | None]) -> list[Detections]:
         x, infos = letterbox_batch(images, self.preprocessing, self.device)
-        boxes, scores = self.backend(x)
-        class_names = self.class_names or [str(i) for i in range(scores.shape[-1])]
-        dets = batch_boxes_to_original(postprocess(boxes, scores, self.nms), infos)
+        if getattr(self.backend, "has_nms", False):
+            dets, num_classes = self.backend.detect(x), len(self.class_names or [])
+        else:
+            boxes, scores = self.backend(x)
+            dets, num_classes = postprocess(boxes, scores, self.nms), scores.shape[-1]
+        class_names = self.class_names or [str(i) for i in range(num_classes)]
+        dets = batch_boxes_to_original(dets, infos)
         counts = [len(d) for d in dets]
         # One device-to-host copy for the whole batch.
         host = torch.cat(dets).cpu().numpy() if dets else np.zeros((0, 6), np.float32)

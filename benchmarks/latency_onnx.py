@@ -1,0 +1,113 @@
+"""CPU end to end, interleaved in one run: yolo_nas_s fused in eager PyTorch, the same model through ONNX
+Runtime, and (when its venv exists) Ultralytics' YOLOv8s through its own ONNX export and predictor.
+
+End to end = letterbox of an already decoded image + forward + decode + NMS + boxes back to the image, on
+real coco128 images, batch 1, 640, 2 threads. The three take turns block by block; each cell is the median
+over blocks of the per-block medians, and ratios are medians of per-block ratios. Random weights (speed does
+not depend on them). Writes benchmarks/results/latency_onnx_cpu.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from _common import REPO, RESULTS, datasets_root, machine, ratio_median
+from yolonas.arch.model import build
+from yolonas.arch.spec import yolo_nas_s
+from yolonas.deploy.backends import OnnxRuntimeBackend
+from yolonas.deploy.export import export_onnx
+from yolonas.infer import Predictor, read_image
+
+PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
+PEER_SCRIPT = REPO / "benchmarks" / "peers" / "ultralytics_bench.py"
+
+
+def _block(predictor: Predictor, images, runs: int) -> float:
+    times = []
+    for i in range(runs):
+        t = time.perf_counter()
+        predictor.predict_arrays([images[i % len(images)]])
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--blocks", type=int, default=6)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--out", default=str(RESULTS / "latency_onnx_cpu"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    files = sorted((datasets_root() / "coco128" / "images" / "train2017").glob("*.jpg"))[: args.images]
+    if not files:
+        sys.exit("coco128 images not found: set YOLONAS_DATASETS")
+    images = [read_image(f) for f in files]
+
+    torch.manual_seed(0)
+    model = build(yolo_nas_s()).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "yolo_nas_s.onnx", batch=1)
+        ort = Predictor(OnnxRuntimeBackend(onnx_path, threads=args.threads), batch_size=1)
+        eager = Predictor(model.fuse(), batch_size=1)
+        peer = None
+        if PEER_PYTHON.exists():
+            peer = subprocess.Popen([str(PEER_PYTHON), str(PEER_SCRIPT), "--sync", "--runs", str(args.runs),
+                                     "--blocks", str(args.blocks),
+                                     "--threads", str(args.threads), *map(str, files)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            ready = json.loads(peer.stdout.readline())
+            print(f"peer: {ready}", file=sys.stderr)
+        for p in (ort, eager):  # warm-up
+            _block(p, images, 3)
+        rows: dict[str, list[float]] = {"torch_fused": [], "onnxruntime": [], "yolov8s_ultralytics_ort": []}
+        peer_blocks = []
+        for b in range(args.blocks):
+            rows["torch_fused"].append(_block(eager, images, args.runs))
+            rows["onnxruntime"].append(_block(ort, images, args.runs))
+            if peer is not None:
+                peer.stdin.write("go\n")
+                peer.stdin.flush()
+                line = json.loads(peer.stdout.readline())
+                peer_blocks.append(line)
+                rows["yolov8s_ultralytics_ort"].append(line["e2e_ms"])
+            print(f"block {b}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items() if v), file=sys.stderr)
+        if peer is not None:
+            peer.stdin.close()
+            peer.wait(timeout=60)
+    result = {
+        "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),
+        "medians_ms": {k: statistics.median(v) for k, v in rows.items() if v},
+        "torch_over_ort": ratio_median(rows["torch_fused"], rows["onnxruntime"]),
+        "command": "python " + " ".join(sys.argv), "blocks_ms": rows, "peer_blocks": peer_blocks,
+    }
+    if rows["yolov8s_ultralytics_ort"]:
+        result["ours_ort_over_yolov8s_ort"] = ratio_median(rows["onnxruntime"], rows["yolov8s_ultralytics_ort"])
+    Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+    m = result["medians_ms"]
+    lines = [f"# CPU end to end, batch 1, 640, {args.threads} threads, interleaved", "",
+             f"{result['machine']['cpu']}; {len(images)} coco128 images; {args.blocks} blocks of {args.runs} runs, "
+             "the three pipelines taking turns; medians of per-block medians (ms) and of per-block ratios.", "",
+             "| pipeline | end to end (ms) |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in m.items()]
+    lines += ["", f"- yolo_nas_s eager PyTorch (fused) / ONNX Runtime: x{result['torch_over_ort']:.2f} (target >= 1.5)"]
+    if "ours_ort_over_yolov8s_ort" in result:
+        lines.append(f"- yolo_nas_s ORT / YOLOv8s ORT (Ultralytics' own export and predictor): "
+                     f"x{result['ours_ort_over_yolov8s_ort']:.2f} (target <= 1.15)")
+    lines += ["", f"Command: `{result['command']}`", ""]
+    Path(args.out + ".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Deployment: ONNX export (raw or with NMS inside) and runtime backends for exported files."""
+
+from yolonas.deploy.backends import (
+    OnnxRuntimeBackend,
+    OpenVINOBackend,
+    TensorRTBackend,
+    export_openvino,
+    load_backend,
+)
+from yolonas.deploy.export import export_onnx
+
+__all__ = ["OnnxRuntimeBackend", "OpenVINOBackend", "TensorRTBackend", "export_onnx", "export_openvino",
+           "load_backend"]

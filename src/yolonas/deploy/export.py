@@ -1,0 +1,202 @@
+"""ONNX export: a fused copy of the model, raw (boxes, scores) or with NMS in the graph, described by metadata."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from yolonas.arch.model import Preprocessing, YoloNAS
+from yolonas.errors import InputError
+from yolonas.infer.postprocess import NMSConfig
+
+log = logging.getLogger(__name__)
+
+# Keys of the ONNX metadata_props that make an exported file self-describing (read back by deploy.backends).
+META_CLASS_NAMES = "yolonas_class_names"
+META_PREPROCESSING = "yolonas_preprocessing"
+META_SPEC = "yolonas_spec"
+META_OUTPUTS = "yolonas_outputs"
+META_INPUT = "yolonas_input"
+META_NMS = "yolonas_nms"
+
+RAW_OUTPUTS = ("boxes", "scores")
+NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+class _NonMaxSuppressionOp(torch.autograd.Function):
+    """The ONNX `NonMaxSuppression` op for the TorchScript exporter; its eager forward only fakes the output shape."""
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, max_per_class: torch.Tensor,
+                iou_threshold: torch.Tensor, score_threshold: torch.Tensor) -> torch.Tensor:
+        # Tracing needs a plausible [n, 3] (batch, class, box) index tensor; the symbolic below replaces it.
+        return torch.zeros((1, 3), dtype=torch.int64, device=boxes.device)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        # center_point_box=0 means (y1, x1, y2, x2); IoU is symmetric in x and y, so xyxy boxes give the same result.
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold, score_threshold,
+                    center_point_box_i=0)
+
+
+class OnnxNMS(nn.Module):
+    """Per-class NMS for export: keep the `top_k` anchors by best class score, ONNX NonMaxSuppression on them,
+    then the best `max_detections` (box, class) pairs per image as fixed-size padded outputs.
+
+    Export-only: in eager PyTorch the NMS op returns a placeholder.
+    """
+
+    def __init__(self, cfg: NMSConfig, pad_anchors: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        # With a dynamic image size the anchor count may be below top_k; zero-score padding keeps top_k valid.
+        self.pad_anchors = pad_anchors
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        b, c, k = boxes.shape[0], scores.shape[2], cfg.top_k
+        if self.pad_anchors:
+            boxes = torch.cat([boxes, boxes.new_zeros(b, k, 4)], dim=1)
+            scores = torch.cat([scores, scores.new_zeros(b, k, c)], dim=1)
+        else:
+            k = min(k, scores.shape[1])
+        _, anchor = scores.amax(dim=2).topk(k, dim=1)  # [B, k], like super-gradients' YoloNASDecodingModule
+        boxes = boxes.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
+        scores = scores.gather(1, anchor.unsqueeze(-1).expand(-1, -1, c)).transpose(1, 2).contiguous()  # [B, C, k]
+        selected = _NonMaxSuppressionOp.apply(
+            boxes, scores, torch.tensor([cfg.max_detections], dtype=torch.int64),
+            torch.tensor([cfg.iou_threshold], dtype=torch.float32),
+            torch.tensor([cfg.score_threshold], dtype=torch.float32))
+        # Scatter the kept scores into a dense [B, C * k] map, so one top-k per image picks the best detections
+        # with fixed output shapes; unkept pairs stay 0 and NMS only keeps scores above the threshold (>= 0).
+        bi, ci, ai = selected[:, 0], selected[:, 1], selected[:, 2]
+        kept = scores.reshape(-1).gather(0, (bi * c + ci) * k + ai)
+        dense = scores.new_zeros(b, c * k).reshape(-1).scatter(0, bi * (c * k) + ci * k + ai, kept).reshape(b, c * k)
+        m = min(cfg.max_detections, c * k)
+        det_scores, flat = dense.topk(m, dim=1)
+        valid = det_scores > 0
+        det_classes = torch.div(flat, k, rounding_mode="floor") * valid
+        det_boxes = boxes.gather(1, (flat % k).unsqueeze(-1).expand(-1, -1, 4)) * valid.unsqueeze(-1)
+        num_dets = valid.sum(dim=1, keepdim=True)
+        if m < cfg.max_detections:  # fewer (class, anchor) pairs than max_detections: pad to the promised size
+            pad = cfg.max_detections - m
+            det_boxes = nn.functional.pad(det_boxes, (0, 0, 0, pad))
+            det_scores, det_classes = nn.functional.pad(det_scores, (0, pad)), nn.functional.pad(det_classes, (0, pad))
+        return num_dets, det_boxes, det_scores, det_classes
+
+
+class ExportWrapper(nn.Module):
+    """What the ONNX graph computes: optional uint8 scaling, forward, decode, optional NMS."""
+
+    def __init__(self, model: YoloNAS, uint8_input: bool = False, nms: OnnxNMS | None = None):
+        super().__init__()
+        self.model = model
+        self.uint8_input = uint8_input
+        self.nms = nms
+
+    def forward(self, images: torch.Tensor):
+        x = images.float() / 255 if self.uint8_input else images
+        boxes, scores = self.model.decode(self.model(x))
+        return (boxes, scores) if self.nms is None else self.nms(boxes, scores)
+
+
+def _metadata(model: YoloNAS, pre: Preprocessing, uint8_input: bool, nms: NMSConfig | None) -> dict[str, str]:
+    meta = {
+        META_CLASS_NAMES: json.dumps(list(model.class_names)),
+        META_PREPROCESSING: json.dumps(pre.to_dict()),
+        META_SPEC: model.spec.name,
+        META_OUTPUTS: "raw" if nms is None else "nms",
+        META_INPUT: "uint8" if uint8_input else "float",
+    }
+    if nms is not None:
+        meta[META_NMS] = json.dumps({"score_threshold": nms.score_threshold, "iou_threshold": nms.iou_threshold,
+                                     "top_k": nms.top_k, "max_detections": nms.max_detections})
+    return meta
+
+
+def _simplify(onnx_model):
+    """onnxslim's simplified graph when onnxslim imports and succeeds, else the graph unchanged."""
+    try:
+        import onnxslim  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        log.info("export: onnxslim not installed, graph left unsimplified")
+        return onnx_model
+    try:
+        return onnxslim.slim(onnx_model)
+    except Exception as e:  # noqa: BLE001 - simplification is an optimisation; the plain graph is still valid
+        warnings.warn(f"export: onnxslim failed ({e}); writing the unsimplified graph", stacklevel=3)
+        return onnx_model
+
+
+def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, image_size: tuple[int, int] | None = None,
+                dynamic_size: bool = False, uint8_input: bool = False, nms: NMSConfig | None = None,
+                opset: int = 17, simplify: bool = True) -> Path:
+    """Export a fused copy of `model` to ONNX at `path`: input `images` [B, 3, H, W] (float in [0, 1] RGB, or
+    uint8), outputs raw `boxes`, `scores` or, with `nms`, `num_dets`, `det_boxes`, `det_scores`, `det_classes`.
+
+    `batch=None` makes the batch dimension dynamic; `dynamic_size` the height and width (multiples of 32).
+    """
+    import onnx  # noqa: PLC0415 - only export needs the onnx package
+
+    if batch is not None and batch < 1:
+        raise InputError(f"export batch must be at least 1 or None (dynamic), got {batch}")
+    if nms is not None and not (nms.multi_label and not nms.class_agnostic):
+        raise InputError("NMS in the ONNX graph is per class over every class score (multi-label); "
+                         "class_agnostic and best-class-only are not available in the export")
+    pre = copy.deepcopy(model.preprocessing)
+    if image_size is not None:
+        pre = Preprocessing(image_size=tuple(image_size), longest_side=pre.longest_side, pad=pre.pad,
+                            pad_value=pre.pad_value)
+    h, w = pre.image_size
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    # A fused deep copy on the CPU: the caller's model keeps its training-time blocks, device and mode.
+    fused = copy.deepcopy(model).cpu().float().eval()
+    if not fused.is_fused:
+        fused.fuse()
+    n_anchors = sum((h // s) * (w // s) for s in fused.spec.head.strides)
+    nms_module = None
+    if nms is not None:
+        nms_module = OnnxNMS(nms, pad_anchors=dynamic_size or n_anchors < nms.top_k)
+    wrapper = ExportWrapper(fused, uint8_input, nms_module).eval()
+
+    example_batch = batch or 2  # an example batch of 2 keeps the exporter from specialising a dynamic batch to 1
+    example = torch.full((example_batch, 3, h, w), 114, dtype=torch.uint8)
+    if not uint8_input:
+        example = example.float() / 255
+    outputs = RAW_OUTPUTS if nms is None else NMS_OUTPUTS
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    if batch is None:
+        dynamic_axes = {name: {0: "batch"} for name in ("images", *outputs)}
+    if dynamic_size:
+        dynamic_axes.setdefault("images", {}).update({2: "height", 3: "width"})
+        if nms is None:
+            for name in RAW_OUTPUTS:
+                dynamic_axes.setdefault(name, {})[1] = "anchors"
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is the deliberate choice: see README
+        torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=list(outputs),
+                          dynamic_axes=dynamic_axes or None, opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+
+    onnx_model = onnx.load(str(path))
+    if simplify:
+        onnx_model = _simplify(onnx_model)
+    del onnx_model.metadata_props[:]
+    for key, value in _metadata(fused, pre, uint8_input, nms).items():
+        onnx_model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(path))
+    log.info("export: %s (%s outputs, %s input, batch %s, %dx%d%s)", path, "raw" if nms is None else "NMS",
+             "uint8" if uint8_input else "float", batch or "dynamic", h, w, " dynamic size" if dynamic_size else "")
+    return path

@@ -1,0 +1,180 @@
+"""Runtime backends on exported files of a model trained here: PyTorch's outputs and AP, torch-free use, errors."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from yolonas.data.yolo import load_data_yaml
+from yolonas.deploy.backends import (
+    OnnxRuntimeBackend,
+    OpenVINOBackend,
+    TensorRTBackend,
+    export_openvino,
+    load_backend,
+)
+from yolonas.deploy.export import export_onnx
+from yolonas.errors import InputError
+from yolonas.eval.validate import validate
+from yolonas.infer import TorchBackend
+from yolonas.infer.letterbox import letterbox_batch
+from yolonas.infer.postprocess import VAL_NMS
+from yolonas.infer.predictor import Predictor
+from yolonas.infer.sources import read_image
+from yolonas.train import apply_overrides, load_recipe, train
+from yolonas.weights import load
+
+# The README's example: an NMS-inside export run by ONNX Runtime alone (numpy + OpenCV, no torch).
+NO_TORCH_SNIPPET = """
+import json, sys
+import cv2, numpy as np, onnxruntime as ort
+
+session = ort.InferenceSession(sys.argv[1])
+meta = session.get_modelmeta().custom_metadata_map
+names, pre = json.loads(meta["yolonas_class_names"]), json.loads(meta["yolonas_preprocessing"])
+image = cv2.cvtColor(cv2.imread(sys.argv[2]), cv2.COLOR_BGR2RGB)
+(h, w), (ih, iw) = pre["image_size"], image.shape[:2]
+scale = min(h / ih, w / iw, pre["longest_side"] / max(ih, iw) if pre["longest_side"] else 1e9)
+nh, nw = round(ih * scale), round(iw * scale)
+top, left = ((h - nh) // 2, (w - nw) // 2) if pre["pad"] == "center" else (0, 0)
+x = np.full((h, w, 3), pre["pad_value"], np.uint8)
+x[top:top + nh, left:left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+x = x.transpose(2, 0, 1)[None]
+x = x if meta["yolonas_input"] == "uint8" else x.astype(np.float32) / 255
+num, boxes, scores, classes = session.run(None, {"images": x})
+n = int(num[0, 0])
+boxes = (boxes[0, :n] - [left, top, left, top]) / [nw / iw, nh / ih, nw / iw, nh / ih]
+for box, score, c in zip(boxes.clip(0, [iw, ih, iw, ih]), scores[0, :n], classes[0, :n]):
+    print(names[c], round(float(score), 3), *box.round(1))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(coco128, tmp_path_factory):
+    """yolo_nas_tiny fitted briefly to 8 coco128 images (as in test_train_learning), and their data.yaml."""
+    tmp_path = tmp_path_factory.mktemp("deploy")
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:8]
+    (tmp_path / "first8.txt").write_text("\n".join(str(p) for p in images) + "\n")
+    names = yaml.safe_load((coco128 / "data.yaml").read_text())["names"]
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": ".", "train": "first8.txt", "val": "first8.txt", "names": names}))
+    cfg = apply_overrides(load_recipe("cpu_smoke"), {
+        "data": str(data), "project": str(tmp_path / "runs"), "name": "fit", "imgsz": 128, "batch": 2,
+        "epochs": 30, "lr": 1e-2, "weight_decay": 0.0, "warmup_epochs": 2, "ema.decay": 0.9, "seed": 0,
+        "mosaic": 0.0, "mixup": 0.0, "augmentation.translate": 0.0, "augmentation.scale": [1.0, 1.0],
+        "augmentation.hsv": 0.0, "augmentation.flip": 0.0, "close_mosaic": 0, "val_every": 0, "run.plots": False,
+        "run.verbose": False})
+    model = load(train(cfg).best).eval()
+    return model, data, images, tmp_path
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_raw_exports_give_pytorch_outputs(trained):
+    model, _, images, tmp_path = trained
+    path = export_onnx(model, tmp_path / "raw.onnx", batch=None)
+    x, _ = letterbox_batch([read_image(p) for p in images[:4]], model.preprocessing)
+    with torch.no_grad():
+        want_boxes, want_scores = TorchBackend(copy.deepcopy(model).fuse())(x)
+    backends = [OnnxRuntimeBackend(path, threads=2)]
+    try:
+        import openvino  # noqa: F401, PLC0415 - optional
+        backends += [OpenVINOBackend(path, threads=2), OpenVINOBackend(export_openvino(path, tmp_path / "ov.xml"))]
+    except ImportError:
+        pass
+    for backend in backends:
+        assert backend.class_names == model.class_names and backend.preprocessing == model.preprocessing
+        for n in (1, 4):
+            boxes, scores = backend(x[:n])
+            assert _rel_err(boxes, want_boxes[:n]) < 1e-3 and _rel_err(scores, want_scores[:n]) < 1e-3, backend
+
+    # A static batch-1 file serves a Predictor batching 4 images, one at a time.
+    static = OnnxRuntimeBackend(export_onnx(model, tmp_path / "b1.onnx", batch=1))
+    dets = Predictor(static, batch_size=4).predict([str(p) for p in images[:4]])
+    want = Predictor(model, batch_size=4).predict([str(p) for p in images[:4]])
+    assert [len(d) for d in dets] == [len(d) for d in want] and sum(len(d) for d in want) > 0
+    np.testing.assert_allclose(np.concatenate([d.boxes for d in dets]), np.concatenate([d.boxes for d in want]),
+                               rtol=1e-3, atol=0.05)
+
+
+def test_nms_export_gives_pytorch_ap(trained):
+    model, data, _, tmp_path = trained
+    dataset = load_data_yaml(data, "val")
+    want = validate(model, dataset, batch_size=8)
+    assert want.AP > 0.1  # a model with real detections
+    path = export_onnx(model, tmp_path / "nms.onnx", batch=None, nms=VAL_NMS)
+    backends = [OnnxRuntimeBackend(path, threads=2)]
+    try:
+        import openvino  # noqa: F401, PLC0415 - optional
+        backends.append(OpenVINOBackend(path, threads=2))
+    except ImportError:
+        pass
+    for backend in backends:
+        predictor = Predictor(backend, batch_size=8)
+        assert predictor.nms == VAL_NMS  # the thresholds come from the file
+        got = validate(predictor, dataset)
+        assert abs(got.AP - want.AP) < 1e-3 and abs(got.AP50 - want.AP50) < 1e-3, (type(backend), got.AP, want.AP)
+
+
+def test_uint8_export_runs_like_float(trained):
+    model, _, images, tmp_path = trained
+    f = OnnxRuntimeBackend(export_onnx(model, tmp_path / "f.onnx", batch=None, nms=VAL_NMS))
+    u8 = load_backend(export_onnx(model, tmp_path / "u8.onnx", batch=None, nms=VAL_NMS, uint8_input=True))
+    assert u8.uint8_input and u8.has_nms
+    x, _ = letterbox_batch([read_image(p) for p in images[:2]], model.preprocessing)
+    for a, b in zip(u8.detect(x), f.detect(x)):
+        assert len(a) == len(b) > 0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_plain_onnxruntime_runs_nms_export_without_torch(trained):
+    model, _, images, tmp_path = trained
+    path = export_onnx(model, tmp_path / "nms_u8.onnx", batch=None, uint8_input=True, nms=VAL_NMS)
+    blocker = "import sys; sys.modules['torch'] = None  # any import of torch now fails\n"
+    out = subprocess.run([sys.executable, "-c", blocker + NO_TORCH_SNIPPET, str(path), str(images[0])],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    want = Predictor(OnnxRuntimeBackend(path)).predict(str(images[0]))[0]
+    assert len(out) == len(want) > 0
+    name, score, *box = out[0].split()
+    assert name == want.class_names[want.class_ids[0]] and abs(float(score) - want.scores[0]) < 1e-3
+    np.testing.assert_allclose([float(v) for v in box], want.boxes[0], atol=0.1)
+
+
+def _one_line_input_error(fn, match: str) -> str:
+    with pytest.raises(InputError, match=match) as info:
+        fn()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_errors_are_one_line(trained, tmp_path):
+    model, _, _, export_dir = trained
+    _one_line_input_error(lambda: load_backend(tmp_path / "missing.onnx"), "no such file")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf" * 10)
+    _one_line_input_error(lambda: load_backend(garbage), "not a readable ONNX file")
+
+    foreign = tmp_path / "foreign.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, chosen on purpose
+        torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.rand(1, 3, 32, 32),), str(foreign), dynamo=False,
+                          input_names=["images"])
+    _one_line_input_error(lambda: load_backend(foreign), "yolonas export")
+
+    static = load_backend(export_onnx(model, export_dir / "static.onnx", batch=None))
+    msg = _one_line_input_error(lambda: static(torch.rand(1, 3, 64, 96)), "expects 128x128")
+    assert "static.onnx" in msg
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0")
+    _one_line_input_error(lambda: load_backend(engine), "tensorrt")
+    _one_line_input_error(lambda: TensorRTBackend(engine), "tensorrt")
