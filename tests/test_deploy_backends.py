@@ -6,6 +6,7 @@ import copy
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,29 +32,14 @@ from yolonas.infer.sources import read_image
 from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
-# The README's example: an NMS-inside export run by ONNX Runtime alone (numpy + OpenCV, no torch).
-NO_TORCH_SNIPPET = """
-import json, sys
-import cv2, numpy as np, onnxruntime as ort
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-session = ort.InferenceSession(sys.argv[1])
-meta = session.get_modelmeta().custom_metadata_map
-names, pre = json.loads(meta["yolonas_class_names"]), json.loads(meta["yolonas_preprocessing"])
-image = cv2.cvtColor(cv2.imread(sys.argv[2]), cv2.COLOR_BGR2RGB)
-(h, w), (ih, iw) = pre["image_size"], image.shape[:2]
-scale = min(h / ih, w / iw, pre["longest_side"] / max(ih, iw) if pre["longest_side"] else 1e9)
-nh, nw = round(ih * scale), round(iw * scale)
-top, left = ((h - nh) // 2, (w - nw) // 2) if pre["pad"] == "center" else (0, 0)
-x = np.full((h, w, 3), pre["pad_value"], np.uint8)
-x[top:top + nh, left:left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-x = x.transpose(2, 0, 1)[None]
-x = x if meta["yolonas_input"] == "uint8" else x.astype(np.float32) / 255
-num, boxes, scores, classes = session.run(None, {"images": x})
-n = int(num[0, 0])
-boxes = (boxes[0, :n] - [left, top, left, top]) / [nw / iw, nh / ih, nw / iw, nh / ih]
-for box, score, c in zip(boxes.clip(0, [iw, ih, iw, ih]), scores[0, :n], classes[0, :n]):
-    print(names[c], round(float(score), 3), *box.round(1))
-"""
+
+def readme_example(marker: str = "<!-- tested: no-torch onnxruntime example -->") -> str:
+    """The python block that follows `marker` in the README: the test runs exactly what users read."""
+    text = README.read_text()
+    after = text[text.index(marker):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +126,7 @@ def test_plain_onnxruntime_runs_nms_export_without_torch(trained):
     model, _, images, tmp_path = trained
     path = export_onnx(model, tmp_path / "nms_u8.onnx", batch=None, uint8_input=True, nms=VAL_NMS)
     blocker = "import sys; sys.modules['torch'] = None  # any import of torch now fails\n"
-    out = subprocess.run([sys.executable, "-c", blocker + NO_TORCH_SNIPPET, str(path), str(images[0])],
+    out = subprocess.run([sys.executable, "-c", blocker + readme_example(), str(path), str(images[0])],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     want = Predictor(OnnxRuntimeBackend(path)).predict(str(images[0]))[0]
     assert len(out) == len(want) > 0
