@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
+from conftest import fit_first_coco_images
 from yolonas.data.yolo import load_data_yaml
 from yolonas.deploy.backends import (
     OnnxRuntimeBackend,
@@ -29,7 +29,6 @@ from yolonas.infer.letterbox import letterbox_batch
 from yolonas.infer.postprocess import VAL_NMS
 from yolonas.infer.predictor import Predictor
 from yolonas.infer.sources import read_image
-from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -44,21 +43,10 @@ def readme_example(marker: str = "<!-- tested: no-torch onnxruntime example -->"
 
 @pytest.fixture(scope="module")
 def trained(coco128, tmp_path_factory):
-    """yolo_nas_tiny fitted briefly to 8 coco128 images (as in test_train_learning), and their data.yaml."""
+    """yolo_nas_tiny fitted briefly to 8 coco128 images, and their data.yaml."""
     tmp_path = tmp_path_factory.mktemp("deploy")
-    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:8]
-    (tmp_path / "first8.txt").write_text("\n".join(str(p) for p in images) + "\n")
-    names = yaml.safe_load((coco128 / "data.yaml").read_text())["names"]
-    data = tmp_path / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": ".", "train": "first8.txt", "val": "first8.txt", "names": names}))
-    cfg = apply_overrides(load_recipe("cpu_smoke"), {
-        "data": str(data), "project": str(tmp_path / "runs"), "name": "fit", "imgsz": 128, "batch": 2,
-        "epochs": 30, "lr": 1e-2, "weight_decay": 0.0, "warmup_epochs": 2, "ema.decay": 0.9, "seed": 0,
-        "mosaic": 0.0, "mixup": 0.0, "augmentation.translate": 0.0, "augmentation.scale": [1.0, 1.0],
-        "augmentation.hsv": 0.0, "augmentation.flip": 0.0, "close_mosaic": 0, "val_every": 0, "run.plots": False,
-        "run.verbose": False})
-    model = load(train(cfg).best).eval()
-    return model, data, images, tmp_path
+    result, data, images = fit_first_coco_images(coco128, tmp_path, imgsz=128, epochs=30, lr=1e-2, warmup_epochs=2)
+    return load(result.best).eval(), data, images, tmp_path
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

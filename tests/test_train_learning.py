@@ -7,34 +7,20 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
+from conftest import fit_first_coco_images
 from yolonas.data import CocoDataset
 from yolonas.data.yolo import load_data_yaml
 from yolonas.eval.coco import coco_metrics
 from yolonas.eval.validate import validate
-from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
 
 @pytest.fixture(scope="module")
 def trained(coco128, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("learn")
-    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:8]
-    (tmp_path / "first8.txt").write_text("\n".join(str(p) for p in images) + "\n")
-    names = yaml.safe_load((coco128 / "data.yaml").read_text())["names"]
-    data = tmp_path / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": ".", "train": "first8.txt", "val": "first8.txt", "names": names}))
-
-    # Augmentation off (the affine step is a plain letterbox), so the model fits exactly what it is tested on.
-    # Batch 2 gives 4 steps per epoch: BatchNorm running statistics need steps, not epochs, to settle.
-    cfg = apply_overrides(load_recipe("cpu_smoke"), {
-        "data": str(data), "project": str(tmp_path / "runs"), "name": "learn", "imgsz": 256, "batch": 2,
-        "epochs": 80, "lr": 4e-3, "weight_decay": 0.0, "warmup_epochs": 3, "ema.decay": 0.9, "seed": 0,
-        "mosaic": 0.0, "mixup": 0.0, "augmentation.translate": 0.0, "augmentation.scale": [1.0, 1.0],
-        "augmentation.hsv": 0.0, "augmentation.flip": 0.0, "close_mosaic": 0, "val_every": 0, "run.plots": False,
-        "run.verbose": False})
-    return train(cfg), data, tmp_path
+    result, data, _ = fit_first_coco_images(coco128, tmp_path)
+    return result, data, tmp_path
 
 
 def test_tiny_model_learns_eight_coco_images(trained):
