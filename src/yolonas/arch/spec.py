@@ -77,7 +77,7 @@ class ArchSpec:
 
     def to_dict(self) -> dict:
         """The spec as plain Python types (lists instead of tuples), ready for YAML or JSON."""
-        return _plain(dataclasses.asdict(self))
+        return plain_types(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> ArchSpec:
@@ -113,11 +113,12 @@ class ArchSpec:
         return cls.from_dict(data["arch"])
 
 
-def _plain(x):
+def plain_types(x):
+    """Nested dicts, lists and tuples as dicts and lists only: what YAML and JSON write without tags."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: plain_types(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain_types(v) for v in x]
     return x
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
+from yolonas.arch.spec import plain_types
 from yolonas.errors import InputError
 
 
@@ -131,7 +132,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The config as plain Python types (lists for tuples), for YAML files and checkpoints."""
-        return _plain(dataclasses.asdict(self))
+        return plain_types(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
@@ -227,14 +228,6 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             value = yaml.safe_load(value)
         d[parts[0]][parts[1]] = value
     return TrainConfig.from_dict(d, "overrides")
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def _from_dict(cls, d: dict, source: str):
