@@ -26,6 +26,18 @@ def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def fit_size(h: int, w: int, size: tuple[int, int], longest_side: int | None = None) -> tuple[int, int, float]:
+    """(new height, new width, scale) that fit an h x w image into `size` keeping its aspect ratio.
+
+    `longest_side` resizes the longest side to that length instead, never beyond `size`. The one rule that
+    training, predict and validation all letterbox by; rounded as super-gradients rounds.
+    """
+    r = min(size[0] / h, size[1] / w)
+    if longest_side is not None:
+        r = min(r, longest_side / max(h, w))
+    return min(size[0], max(1, round(h * r))), min(size[1], max(1, round(w * r))), r
+
+
 def resize_to_fit(image: np.ndarray, size: tuple[int, int], longest_side: int | None = None
                   ) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize keeping the aspect ratio so the image fits `size` (or its longest side is `longest_side`).
@@ -33,8 +45,7 @@ def resize_to_fit(image: np.ndarray, size: tuple[int, int], longest_side: int | 
     Returns (resized image, (x scale, y scale)); the scales are exact for the rounded size, for mapping boxes.
     """
     h, w = image.shape[:2]
-    r = min(size[0] / h, size[1] / w) if longest_side is None else longest_side / max(h, w)
-    nh, nw = min(size[0], max(1, round(h * r))), min(size[1], max(1, round(w * r)))
+    nh, nw, _ = fit_size(h, w, size, longest_side)
     if (nh, nw) != (h, w):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return image, (nw / w, nh / h)

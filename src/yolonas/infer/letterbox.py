@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from yolonas.arch.model import Preprocessing
+from yolonas.data.transforms import fit_size
 from yolonas.errors import InputError
 
 
@@ -31,11 +32,7 @@ class LetterboxInfo(NamedTuple):
 def letterbox_params(h: int, w: int, pre: Preprocessing) -> tuple[LetterboxInfo, int, int]:
     """The scale, padding and resized (height, width) that `pre` gives an image of size h x w."""
     out_h, out_w = pre.image_size
-    scale = min(out_h / h, out_w / w)
-    if pre.longest_side is not None:  # never beyond the input size: that would need a distorting clamp
-        scale = min(scale, pre.longest_side / max(h, w))
-    # Rounded like super-gradients' rescale, so Deci's weights see the pixels they were evaluated on.
-    new_h, new_w = min(max(round(h * scale), 1), out_h), min(max(round(w * scale), 1), out_w)
+    new_h, new_w, scale = fit_size(h, w, (out_h, out_w), pre.longest_side)
     if pre.pad == "center":
         # Integer halving puts the odd pixel at the bottom/right, as super-gradients' centre padding does.
         pad_y, pad_x = (out_h - new_h) // 2, (out_w - new_w) // 2
