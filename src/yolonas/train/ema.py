@@ -13,6 +13,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
+def _storage_key(model: nn.Module) -> tuple[int, ...]:
+    """Where the model's first parameter and buffer live: changes when .to() reallocates them."""
+    first_param = next(model.parameters(), None)
+    first_buffer = next(model.buffers(), None)
+    return tuple(t.data_ptr() for t in (first_param, first_buffer) if t is not None)
+
+
 class ModelEMA:
     """EMA of every floating-point parameter and buffer; integer buffers (BN batch counters) are copied.
 
@@ -33,15 +40,18 @@ class ModelEMA:
         return min(self.decay, (1 + t) / (10 + t)) if self.threshold else self.decay
 
     def _tensor_pairs(self, model: nn.Module) -> tuple:
-        # state_dict() on every step costs more than the update itself on a GPU: pair the tensors once.
-        if self._pairs is None or self._pairs[0] is not model:
+        # state_dict() on every step costs more than the update itself on a GPU: pair the tensors once, and
+        # again whenever either model's tensors were reallocated (.to(device / channels_last) by a predictor
+        # during validation), else the EMA would go on updating orphaned copies of its own weights.
+        key = (model, _storage_key(model), _storage_key(self.module))
+        if self._pairs is None or self._pairs[0] != key:
             source = model.state_dict(keep_vars=True)
             floats, ints = ([], []), ([], [])
             for name, v in self.module.state_dict(keep_vars=True).items():
                 group = floats if v.dtype.is_floating_point else ints
                 group[0].append(v.data)
                 group[1].append(source[name].data)
-            self._pairs = (model, *floats, *ints)
+            self._pairs = (key, *floats, *ints)
         return self._pairs
 
     @torch.no_grad()
