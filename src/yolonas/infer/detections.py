@@ -23,12 +23,6 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    @classmethod
-    def empty(cls, class_names: list[str], image_shape: tuple[int, int], path: str | None = None) -> Detections:
-        """No detections."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                   class_names, image_shape, path)
-
     def filter(self, min_score: float) -> Detections:
         """The detections with score >= `min_score`."""
         keep = self.scores >= min_score

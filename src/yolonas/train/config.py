@@ -178,9 +178,6 @@ ALIASES = {
     "val_every": "run.val_every",
 }
 
-RECIPES = ("coco_yolo_nas_s", "finetune", "scratch_small_data", "cpu_smoke")
-
-
 def recipe_names() -> list[str]:
     """The recipes shipped with the package."""
     folder = resources.files("yolonas") / "recipes"

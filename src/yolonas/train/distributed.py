@@ -84,15 +84,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, info: DistInfo, src: int = 0):
-    """Rank `src`'s `obj` on every rank (identity when not distributed)."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The mean of `value` over all ranks (for logging losses)."""
     if not info.enabled:
