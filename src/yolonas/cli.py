@@ -273,6 +273,55 @@ def export(
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
 
 
+@app.command()
+def quantize(
+    weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a float .onnx from export).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Calibration images: data.yaml, COCO JSON or folder.")],
+    split: Annotated[str, typer.Option("--split", help="A key of the data.yaml.")] = "train",
+    mode: Annotated[str, typer.Option("--mode", help="ptq (all INT8), selective (budgeted), qat.")] = "ptq",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: in the run).")] = None,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images, chosen by --seed.")] = 64,
+    val_images: Annotated[int, typer.Option("--val-images", help="Other images the error is measured on.")] = 16,
+    method: Annotated[str, typer.Option("--method", help="percentile, minmax or entropy.")] = "percentile",
+    percentile: Annotated[float, typer.Option("--percentile", help="With --method percentile.")] = 99.99,
+    seed: Annotated[int, typer.Option("--seed", help="Chooses the calibration and validation images.")] = 0,
+    int8_activations: Annotated[bool, typer.Option("--int8-activations", help="Symmetric int8 activations "
+                                "(TensorRT) instead of uint8 (faster with ONNX Runtime on x86).")] = False,
+    float_layers: Annotated[list[str] | None, typer.Option("--float-layer", help="Keep this conv float (module "
+                            "name, e.g. backbone.stem.conv.rbr_reparam); repeatable.")] = None,
+    max_error: Annotated[float | None, typer.Option("--max-error", help="Selective: output error budget.")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="Selective: keep at least this "
+                           "fraction (0..1) of full INT8's speed-up.")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for measurements.")] = 2,
+    name: NameOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """INT8 post-training quantization to a QDQ ONNX file, all layers or selectively from a sensitivity report."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
+
+    if mode == "qat":  # quantization-aware training plugs in here
+        raise YolonasError("QAT: not built yet")
+    if Path(weights).suffix.lower() == ".onnx":
+        if imgsz is not None:
+            raise InputError(f"{weights}: the input size of an exported model is set at export; drop --imgsz")
+        source = weights
+    else:
+        source = _load_model(None, weights, imgsz)
+    out = run_dir("quantize", name)
+    progress = None
+    if json_out != "-":
+        progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
+    result = run_quantize(source, data, out, output=output, split=split, mode=mode, calib_images=calib_images,
+                          val_images=val_images, method=method, percentile=percentile, seed=seed,
+                          activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
+                          max_error=max_error, min_speedup=min_speedup, threads=threads, progress=progress)
+    print(f"quantize: {result['output']} ({mode}, {result['activations']} activations, {method} on "
+          f"{len(result['calibration']['images'])} images) -> {out}", file=sys.stderr)
+    _emit_json(result, json_out)
+
+
 def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None):
     """(backend, preprocessing, label) for a checkpoint/name (torch) or an exported file (.onnx, .xml, .engine)."""
     from yolonas.errors import InputError  # noqa: PLC0415

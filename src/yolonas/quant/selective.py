@@ -1,0 +1,133 @@
+"""Selective (hybrid) INT8: from a sensitivity report, choose the convs kept float under an accuracy or speed budget."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from yolonas.errors import InputError
+from yolonas.quant.sensitivity import Evaluator, LayerSensitivity, SensitivityReport, _session
+
+
+def priority(report: SensitivityReport) -> list[LayerSensitivity]:
+    """Layers in the order they are kept float: most error removed per ms of INT8 saving given up first.
+
+    Layers whose float copy does not help (sensitivity <= 0) never come first, whatever their cost.
+    """
+    def key(lay: LayerSensitivity) -> tuple:
+        helps = lay.sensitivity > 0
+        return (not helps, -lay.sensitivity / max(lay.saving_ms, 1e-3) if helps else lay.saving_ms)
+
+    return sorted(report.layers, key=key)
+
+
+def measure_latency(models: dict[str, object], batch: np.ndarray, threads: int = 2, blocks: int = 5,
+                    runs: int = 5) -> dict[str, float]:
+    """Median forward ms per model, the models taking turns in every block so that machine noise hits them alike."""
+    sessions = {k: _session(m, threads) for k, m in models.items()}
+    x = batch[:1]
+    name = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+    for k, s in sessions.items():
+        s.run(None, {name[k]: x})
+    per_block: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(blocks):
+        for k, s in sessions.items():
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                s.run(None, {name[k]: x})
+                times.append((time.perf_counter() - t) * 1e3)
+            per_block[k].append(statistics.median(times))
+    return {k: statistics.median(v) for k, v in per_block.items()}
+
+
+@dataclass
+class Selection:
+    """The convs kept float, and what the hybrid model measured."""
+
+    float_layers: list[str]  # module names
+    float_nodes: list[str]
+    error: float  # output error of the hybrid (same metric as the report)
+    full_int8_error: float
+    max_error: float | None
+    min_speedup_fraction: float | None
+    predicted_speedup_fraction: float  # from the profiled per-layer savings
+    measured_ms: dict[str, float] = field(default_factory=dict)  # fp32, int8, hybrid forward ms (interleaved)
+    budget_met: bool = True
+    steps: list[dict] = field(default_factory=list)  # every prefix evaluated: k, error
+
+    @property
+    def measured_speedup_fraction(self) -> float | None:
+        """(fp32 - hybrid) / (fp32 - int8) from the interleaved timing: 1 = all of full INT8's speed-up."""
+        m = self.measured_ms
+        if not m:
+            return None
+        return (m["fp32"] - m["hybrid"]) / max(m["fp32"] - m["int8"], 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "measured_speedup_fraction": self.measured_speedup_fraction}
+
+
+def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float | None = None,
+           min_speedup_fraction: float | None = None, max_layers: int | None = None,
+           measure: bool = True) -> Selection:
+    """Choose the float convs: the shortest prefix of `priority(report)` whose measured output error is at most
+    `max_error`, and/or the longest whose profiled savings keep at least `min_speedup_fraction` of full INT8's
+    speed-up (then checked by timing, shortened while the timing says otherwise). Both: the accuracy choice if
+    it fits the speed budget, else the speed choice with `budget_met=False`."""
+    if max_error is None and min_speedup_fraction is None:
+        raise InputError("selective quantization needs a budget: --max-error and/or --min-speedup")
+    if min_speedup_fraction is not None and not 0 <= min_speedup_fraction <= 1:
+        raise InputError(f"--min-speedup {min_speedup_fraction}: a fraction of full INT8's speed-up in [0, 1]")
+    order = priority(report)
+    if max_layers is not None:
+        order = order[:max_layers]
+    savings = np.array([max(lay.saving_ms, 0.0) for lay in order])
+    total_saving = max(sum(max(lay.saving_ms, 0.0) for lay in report.layers), 1e-9)
+    predicted = 1 - np.concatenate([[0.0], np.cumsum(savings)]) / total_saving  # fraction kept at prefix k
+    errors: dict[int, float] = {}
+
+    def err(k: int) -> float:
+        if k not in errors:
+            errors[k] = evaluator.error(float_layers=[lay.node for lay in order[:k]]).total
+        return errors[k]
+
+    full = err(0)
+    k_acc = None
+    if max_error is not None:
+        if full <= max_error:
+            k_acc = 0
+        elif err(len(order)) > max_error:
+            k_acc = len(order)  # even every candidate float does not reach the budget: the best we can do
+        else:  # the error falls (about monotonically) with k: bisect for the shortest prefix within budget
+            lo, hi = 0, len(order)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if err(mid) > max_error else (lo, mid)
+            k_acc = hi
+    k_lat = None
+    if min_speedup_fraction is not None:
+        k_lat = int(np.nonzero(predicted >= min_speedup_fraction)[0].max())
+    k = k_acc if k_lat is None else k_lat if k_acc is None else min(k_acc, k_lat)
+    met = (k_acc is None or (k >= k_acc and err(k) <= max_error))
+    measured: dict[str, float] = {}
+    if measure:
+        for _ in range(3):  # scattered float islands cost Q/DQ that the profile does not show: time the result
+            measured = measure_latency({"fp32": evaluator.calib.model, "int8": evaluator.variant(),
+                                        "hybrid": evaluator.variant([lay.node for lay in order[:k]])},
+                                       evaluator.batch, evaluator.threads)
+            fraction = (measured["fp32"] - measured["hybrid"]) / max(measured["fp32"] - measured["int8"], 1e-9)
+            if min_speedup_fraction is None or fraction >= min_speedup_fraction or k == 0:
+                break
+            k = k // 2  # the timing says the prefix is too long: halve it and time again
+            met = met and k_acc is None
+    if min_speedup_fraction is not None and measure:
+        met = met and (measured["fp32"] - measured["hybrid"]) >= min_speedup_fraction * (
+            measured["fp32"] - measured["int8"])
+    chosen = order[:k]
+    return Selection([lay.module for lay in chosen], [lay.node for lay in chosen], err(k), full, max_error,
+                     min_speedup_fraction, float(predicted[k]), measured, bool(met),
+                     [{"k": key, "error": value} for key, value in sorted(errors.items())])
