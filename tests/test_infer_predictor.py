@@ -20,6 +20,7 @@ from yolonas.infer import (
     ImageSource,
     NMSConfig,
     Predictor,
+    TorchBackend,
     VideoSink,
     boxes_to_original,
     draw_detections,
@@ -179,3 +180,19 @@ def test_detections_exports():
             det.to_supervision()
     else:
         assert len(det.to_supervision()) == 2
+
+
+def test_compiled_backend_gives_the_eager_detections(model, images):
+    # torch.compile (Inductor, C++ on this CPU) reorders float arithmetic, so compare to a tolerance.
+    x, _ = letterbox_batch([read_image(p) for p in images[:2]], model.preprocessing, "cpu")
+    eager = TorchBackend(model)(x)
+    compiled = TorchBackend(model, compile=True)
+    for _ in range(2):  # the second call runs the cached compiled code
+        boxes, scores = compiled(x)
+    torch.testing.assert_close(boxes, eager[0], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(scores, eager[1], rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graphs_need_cuda(model):
+    with pytest.raises(InputError, match="CUDA graphs need a CUDA device"):
+        TorchBackend(model, "cpu", cuda_graphs=True)

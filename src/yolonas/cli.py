@@ -322,7 +322,8 @@ def quantize(
     _emit_json(result, json_out)
 
 
-def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None):
+def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None,
+                 compile: bool = False, cuda_graphs: bool = False):
     """(backend, preprocessing, label) for a checkpoint/name (torch) or an exported file (.onnx, .xml, .engine)."""
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.infer import TorchBackend  # noqa: PLC0415
@@ -333,7 +334,8 @@ def _backend_for(weights: str, backend: str, device: str, half: bool, threads: i
             raise InputError(f"--backend {backend} runs exported files: export first with `yolonas export "
                              f"--weights {weights}`, then pass the .onnx")
         net = _load_model(None, weights, imgsz).eval().fuse()
-        return TorchBackend(net, device, half), net.preprocessing, f"torch{' fp16' if half else ''}"
+        label = "torch" + " fp16" * half + " compiled" * compile + " cuda-graphs" * cuda_graphs
+        return TorchBackend(net, device, half, compile=compile, cuda_graphs=cuda_graphs), net.preprocessing, label
     from yolonas.deploy.backends import load_backend  # noqa: PLC0415
 
     if backend == "tensorrt" and Path(weights).suffix.lower() == ".onnx":
@@ -368,7 +370,9 @@ def bench(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (torch only).")] = None,
     device: DeviceOpt = "cpu",
-    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (torch on CUDA).")] = False,
+    half: Annotated[bool, typer.Option("--half", help="fp16 (torch: an fp16 copy on CUDA, autocast on CPU).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile forward + decode (torch).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture and replay CUDA graphs (torch).")] = False,
     output: Annotated[str | None, typer.Option("--output", help="Also write <output>.json and .md.")] = None,
     json_out: JsonOpt = None,
 ) -> None:
@@ -379,7 +383,7 @@ def bench(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz)
+    engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz, compile, cuda_graphs)
     images, what = _bench_images(source)
     sizes = [int(b) for b in batch.split(",")]
     results = [benchmark(engine, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
