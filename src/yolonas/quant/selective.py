@@ -110,10 +110,12 @@ def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float 
             k_acc = hi
     k_lat = None
     if min_speedup_fraction is not None:
-        k_lat = int(np.nonzero(predicted >= min_speedup_fraction)[0].max())
+        # Only layers whose float copy helps are worth any of the speed-up.
+        helpful = sum(lay.sensitivity > 0 for lay in order)
+        k_lat = min(int(np.nonzero(predicted >= min_speedup_fraction)[0].max()), helpful)
     k = k_acc if k_lat is None else k_lat if k_acc is None else min(k_acc, k_lat)
-    met = (k_acc is None or (k >= k_acc and err(k) <= max_error))
     measured: dict[str, float] = {}
+    fraction = None
     if measure:
         for _ in range(3):  # scattered float islands cost Q/DQ that the profile does not show: time the result
             measured = measure_latency({"fp32": evaluator.calib.model, "int8": evaluator.variant(),
@@ -123,10 +125,9 @@ def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float 
             if min_speedup_fraction is None or fraction >= min_speedup_fraction or k == 0:
                 break
             k = k // 2  # the timing says the prefix is too long: halve it and time again
-            met = met and k_acc is None
-    if min_speedup_fraction is not None and measure:
-        met = met and (measured["fp32"] - measured["hybrid"]) >= min_speedup_fraction * (
-            measured["fp32"] - measured["int8"])
+    met = max_error is None or err(k) <= max_error
+    if min_speedup_fraction is not None:
+        met = met and (fraction if fraction is not None else predicted[k]) >= min_speedup_fraction
     chosen = order[:k]
     return Selection([lay.module for lay in chosen], [lay.node for lay in chosen], err(k), full, max_error,
                      min_speedup_fraction, float(predicted[k]), measured, bool(met),
