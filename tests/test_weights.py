@@ -39,10 +39,23 @@ def test_own_checkpoint_round_trip(tmp_path):
     assert torch.load(tmp_path / "m.pt", weights_only=True)["format"] == weights.FORMAT
 
 
-def test_fused_model_cannot_be_saved(tmp_path):
-    model = build(yolo_nas_tiny(), 2).eval().fuse()
-    with pytest.raises(CheckpointError, match="fused"):
-        model.save(tmp_path / "m.pt")
+@pytest.mark.parametrize("partial", [True, False])
+def test_fused_model_round_trip(tmp_path, partial):
+    # A partially fused (QAT) or fully fused (deploy) model saves with its fusion state and loads re-fused.
+    torch.manual_seed(0)
+    model = build(yolo_nas_tiny(), 2)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval().fuse(partial=partial)
+    model.save(tmp_path / "m.pt")
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["fused"] == ("partial" if partial else "full")
+    back = yolonas.load(tmp_path / "m.pt")
+    assert back.fusion == model.fusion and _same_outputs(model, back)
+    # An unfused checkpoint does not load into a fused model's keys, or the other way round.
+    with pytest.raises(CheckpointError, match="missing key|unexpected key"):
+        weights.load_state_strict(build(yolo_nas_tiny(), 2), back.state_dict(), "m.pt")
 
 
 def _sg_file(model, path, nest="ema_net", prefix="module."):

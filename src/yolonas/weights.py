@@ -81,9 +81,11 @@ def save_checkpoint(model: YoloNAS, path: str | Path, **extra) -> None:
     """Write a self-describing checkpoint: spec, class names, pre-processing, weights, plus `extra` entries.
 
     Everything in it is tensors and plain Python types, so it loads with `torch.load(weights_only=True)`.
+    A fused model's checkpoint records how it was fused ("partial" or "full"); loading re-fuses the same way.
     """
-    if model.is_fused:
-        raise CheckpointError("cannot save a fused model: save before fuse(), and fuse after loading")
+    fusion = getattr(model, "fusion", None) if model.is_fused else None
+    if fusion is not None:
+        extra = {**extra, "fused": fusion}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {
         "format": FORMAT,
@@ -134,6 +136,8 @@ def _model_from_ours(ckpt: dict, source: str, num_classes: int | None, use_ema: 
     spec = ArchSpec.from_dict(ckpt["spec"])
     names = ckpt["class_names"]
     model = build(spec, class_names=names, preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]))
+    if ckpt.get("fused") in ("partial", "full"):
+        model.eval().fuse(partial=ckpt["fused"] == "partial")
     state = ckpt.get("ema_state_dict") if use_ema and ckpt.get("ema_state_dict") else ckpt["state_dict"]
     load_state_strict(model, state, source)
     if num_classes is not None and num_classes != len(names):

@@ -12,9 +12,9 @@ from yolonas.arch.spec import BackboneSpec, StageSpec
 class Stem(nn.Module):
     """One stride-2 block from the image to the first feature map."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, block: str = "qarepvgg"):
         super().__init__()
-        self.conv = make_block("qarepvgg", in_ch, out_ch, stride=2, residual=False)
+        self.conv = make_block("qarepvgg" if block == "conv" else block, in_ch, out_ch, stride=2, residual=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -41,7 +41,7 @@ class Backbone(nn.Module):
         super().__init__()
         if len(spec.stages) != 4:
             raise ValueError(f"the backbone needs 4 stages, the spec has {len(spec.stages)}")
-        self.stem = Stem(in_ch, spec.stem_channels)
+        self.stem = Stem(in_ch, spec.stem_channels, spec.stem_block)
         ch = spec.stem_channels
         for i, s in enumerate(spec.stages, start=1):
             setattr(self, f"stage{i}", Stage(ch, s))

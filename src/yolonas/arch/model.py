@@ -94,6 +94,8 @@ class YoloNAS(nn.Module):
             m.fuse(partial)
         for m in [m for m in self.modules() if isinstance(m, ConvBNAct)]:
             m.fuse(partial)
+        # Checkpoints record this so that a partially fused (QAT) model saves and loads like any other.
+        self.fusion = "full" if not partial or getattr(self, "fusion", None) == "full" else "partial"
         return self
 
     @property

@@ -29,6 +29,7 @@ class BackboneSpec:
     stages: list[StageSpec] = field(default_factory=list)
     spp_channels: int = 768
     spp_kernels: tuple[int, ...] = (5, 9, 13)
+    stem_block: BlockType = "qarepvgg"
 
 
 @dataclass
@@ -177,6 +178,17 @@ def yolo_nas_tiny() -> ArchSpec:
         ),
         head=HeadSpec(widths=(32, 64, 128)),
     )
+
+
+def with_block(spec: ArchSpec, old: BlockType, new: BlockType, name: str | None = None) -> ArchSpec:
+    """A copy of `spec` with every `old` block (stem, stages, neck) made a `new` one, e.g. QARepVGG -> RepVGG."""
+    d = spec.to_dict()
+    d["name"] = name or f"{spec.name}_{new}"
+    bb = d["backbone"]
+    bb["stem_block"] = new if bb["stem_block"] == old else bb["stem_block"]
+    for stage in [*bb["stages"], *d["neck"].values()]:
+        stage["block"] = new if stage["block"] == old else stage["block"]
+    return ArchSpec.from_dict(d)
 
 
 PUBLISHED = {"yolo_nas_s": yolo_nas_s, "yolo_nas_m": yolo_nas_m, "yolo_nas_l": yolo_nas_l}

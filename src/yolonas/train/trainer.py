@@ -195,7 +195,8 @@ class Trainer:
     the run like an interruption would, which is how the resume test kills a run.
     """
 
-    def __init__(self, cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None):
+    def __init__(self, cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None,
+                 model: YoloNAS | None = None):
         self.on_epoch_end = on_epoch_end
         self.dist: DistInfo = dist_info_from_env()
         resume_path = self._resume_path(cfg)
@@ -215,7 +216,14 @@ class Trainer:
 
         self.train_data, self.val_data = open_datasets(cfg.data, quiet=not self.dist.is_main)
         class_names = list(self.train_data.class_names)
-        if ckpt is not None:
+        if model is not None:  # a ready model, e.g. QAT's fake-quant one; cfg.model is not used
+            if list(model.class_names) != class_names:
+                raise InputError(f"the model's classes {list(model.class_names)} are not {cfg.data.path}'s "
+                                 f"{class_names}")
+            self.model = model.train()
+            if ckpt is not None:  # resuming a run that started from a ready model: same modules, saved weights
+                load_state_strict(self.model, ckpt["state_dict"], str(resume_path))
+        elif ckpt is not None:
             self.model = build(ArchSpec.from_dict(ckpt["spec"]), class_names=ckpt["class_names"])
             if list(ckpt["class_names"]) != class_names:
                 raise CheckpointError(f"{resume_path}: trained on other classes than {cfg.data.path}")
@@ -547,9 +555,11 @@ class _Progress:
         return False
 
 
-def train(cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None) -> TrainResult:
-    """Train as `cfg` says (also under torchrun: each process calls this); see `Trainer`."""
-    trainer = Trainer(cfg, on_epoch_end)
+def train(cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None,
+          model: YoloNAS | None = None) -> TrainResult:
+    """Train as `cfg` says (also under torchrun: each process calls this); see `Trainer`. `model`, when given,
+    is trained instead of the one `cfg.model` names."""
+    trainer = Trainer(cfg, on_epoch_end, model)
     try:
         return trainer.fit()
     finally:
