@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
+import onnx
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
 import yolonas
 from yolonas.arch.model import Preprocessing, build
 from yolonas.arch.spec import yolo_nas_tiny
+from yolonas.cli import app
 from yolonas.errors import InputError
 from yolonas.infer.letterbox import letterbox_batch
 from yolonas.infer.sources import read_image
@@ -119,3 +125,23 @@ def test_qat_fine_tune_saves_a_loadable_partially_fused_checkpoint(coco128, tmp_
     assert len(changed) == len(before)  # every quantized conv was fine-tuned
     back = yolonas.load(result.last)
     assert back.fusion == "partial" and not fake_quant_convs(back)
+
+
+def test_cli_quantize_qat_fine_tunes_then_writes_a_qdq_model(coco128, tmp_path, monkeypatch):
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:8]
+    (tmp_path / "first.txt").write_text("\n".join(str(p) for p in images) + "\n")
+    names = yaml.safe_load((coco128 / "data.yaml").read_text())["names"]
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": ".", "train": "first.txt", "val": "first.txt", "names": names}))
+    torch.manual_seed(0)
+    build(yolo_nas_tiny(), class_names=list(names.values()) if isinstance(names, dict) else names).save(
+        tmp_path / "tiny.pt")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["quantize", "--weights", "tiny.pt", "--data", str(data), "--mode", "qat",
+                                      "--recipe", "cpu_smoke", "--epochs", "1", "--imgsz", "128", "--calib-images",
+                                      "4", "--device", "cpu", "--name", "q", "--json", "q.json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads((tmp_path / "q.json").read_text())
+    assert yolonas.load(tmp_path / "runs/quantize/q/qat/weights/last.pt").fusion == "partial"
+    ops = {n.op_type for n in onnx.load(str(tmp_path / out["output"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops

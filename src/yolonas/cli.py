@@ -294,22 +294,39 @@ def quantize(
                            "fraction (0..1) of full INT8's speed-up.")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for measurements.")] = 2,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="QAT: the training recipe (default: the one "
+                      "saved in the checkpoint).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default: the recipe's / 10).")] = None,
+    device: DeviceOpt = "auto",
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """INT8 post-training quantization to a QDQ ONNX file, all layers or selectively from a sensitivity report."""
+    """INT8 to a QDQ ONNX file: all layers (ptq), selectively from a sensitivity report, or after QAT."""
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
-    if mode == "qat":  # quantization-aware training plugs in here
-        raise YolonasError("QAT: not built yet")
+    out = run_dir("quantize", name)
+    if mode == "qat":  # fine-tune with fake INT8, then quantize the fine-tuned float weights like PTQ does
+        from yolonas.quant.qat import qat, training_config  # noqa: PLC0415
+
+        if Path(weights).suffix.lower() == ".onnx":
+            raise InputError(f"{weights}: QAT trains a checkpoint (.pt), not an exported file")
+        overrides = {"run.project": str(out), "run.name": "qat", "run.exist_ok": True, "run.device": device}
+        if imgsz is not None:
+            overrides["data.image_size"] = imgsz
+        cfg = training_config(weights, data, recipe, overrides)
+        trained = qat(weights, cfg, calib_images=calib_images, seed=seed,
+                      activations="int8" if int8_activations else "uint8",
+                      method="minmax" if method == "minmax" else "percentile", percentile=percentile,
+                      float_layers=float_layers or (), epochs=epochs)
+        weights, mode = str(trained.last), "ptq"
+        print(f"quantize: QAT fine-tuned {trained.epochs} epochs -> {weights}", file=sys.stderr)
     if Path(weights).suffix.lower() == ".onnx":
         if imgsz is not None:
             raise InputError(f"{weights}: the input size of an exported model is set at export; drop --imgsz")
         source = weights
     else:
         source = _load_model(None, weights, imgsz)
-    out = run_dir("quantize", name)
     progress = None
     if json_out != "-":
         progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731

@@ -162,7 +162,7 @@ def qat_config(cfg: TrainConfig) -> TrainConfig:
 
 def qat(weights: str, cfg: TrainConfig, *, calib_images: int = 64, seed: int = 0, activations: str = "uint8",
         method: str = "percentile", percentile: float = 99.99, float_layers: Iterable[str] = (),
-        batch_size: int = 8):
+        batch_size: int = 8, epochs: int | None = None):
     """Fine-tune the trained checkpoint `weights` with fake INT8 on `cfg.data` (cfg is the recipe it was trained
     with; `qat_config` applies the QAT changes). Calibration images come from the training split, drawn by
     `seed`, letterboxed as at inference. Returns the trainer's `TrainResult`; its best.pt is partially fused and
@@ -180,4 +180,21 @@ def qat(weights: str, cfg: TrainConfig, *, calib_images: int = 64, seed: int = 0
     batches = (torch.from_numpy(load_batch(files[i:i + batch_size], pre)) for i in range(0, len(files), batch_size))
     prepare_qat(model, batches, activations=activations, method=method, percentile=percentile,
                 float_layers=float_layers)
-    return train(qat_config(cfg), model=model)
+    cfg = qat_config(cfg)
+    if epochs is not None:
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, epochs=epochs))
+    return train(cfg, model=model)
+
+
+def training_config(weights: str, data: str, recipe: str | None = None, overrides: dict | None = None) -> TrainConfig:
+    """The config a checkpoint was trained with (saved in our last.pt/best.pt), else `recipe`'s, pointed at
+    `data`, with `overrides` (dotted keys, as on the train command line); `qat_config` then makes it QAT's."""
+    from yolonas.train.config import apply_overrides, load_recipe  # noqa: PLC0415
+    from yolonas.weights import read_checkpoint  # noqa: PLC0415
+
+    saved = read_checkpoint(weights).get("config") if str(weights).endswith((".pt", ".pth")) else None
+    if recipe is not None or saved is None:
+        cfg = load_recipe(recipe or "scratch_small_data")
+    else:
+        cfg = TrainConfig.from_dict(saved, f"{weights} config")
+    return apply_overrides(cfg, {"data.path": str(data), "run.resume": False, **(overrides or {})})
