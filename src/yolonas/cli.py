@@ -175,12 +175,18 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train (or fine-tune, or resume) a detector; the run lands in runs/train/<name>/."""
-    from yolonas.train import apply_overrides, load_recipe  # noqa: PLC0415
-    from yolonas.train import train as run_training  # noqa: PLC0415
-
     overrides = {"data": data, "images": images, "model": model, "epochs": epochs, "lr": lr, "batch": batch,
                  "imgsz": imgsz, "workers": workers, "pretrained": pretrained, "device": device, "seed": seed,
                  "name": name}
+    _run_training(recipe, overrides, resume, set_, json_out)
+
+
+def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[str] | None,
+                  json_out: str | None) -> None:
+    """`train` and `distill`: the recipe, then the flags, then --set items; train; print the result JSON."""
+    from yolonas.train import apply_overrides, load_recipe  # noqa: PLC0415
+    from yolonas.train import train as run_training  # noqa: PLC0415
+
     if resume is not None:
         overrides["resume"] = True if resume.lower() == "true" else resume
     for item in set_ or []:
@@ -191,6 +197,69 @@ def train(
     result = run_training(apply_overrides(load_recipe(recipe), overrides))
     _emit_json({"run_dir": str(result.run_dir), "best": str(result.best), "last": str(result.last),
                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics}, json_out)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="The teacher checkpoint (same classes).")],
+    data: Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="The student (overrides the recipe's).")] = None,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="A packaged recipe or a recipe YAML.")
+                      ] = "scratch_small_data",
+    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Images per step and process.")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
+    workers: Annotated[int | None, typer.Option("--workers")] = None,
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    cls_weight: Annotated[float | None, typer.Option("--cls-weight", help="Class-score KD weight.")] = None,
+    box_weight: Annotated[float | None, typer.Option("--box-weight", help="Box-distribution KD weight.")] = None,
+    feat_weight: Annotated[float | None, typer.Option("--feat-weight", help="Neck feature KD weight.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")] = None,
+    name: NameOpt = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set distill.box_temperature=5")
+                    ] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Train a student guided by a teacher (KD on class scores, box distributions, optionally neck features)."""
+    overrides = {"data": data, "images": images, "model": model, "epochs": epochs, "lr": lr, "batch": batch,
+                 "imgsz": imgsz, "workers": workers, "pretrained": pretrained, "device": device, "seed": seed,
+                 "name": name, "distill.teacher": teacher, "distill.cls_weight": cls_weight,
+                 "distill.box_weight": box_weight, "distill.feat_weight": feat_weight}
+    _run_training(recipe, overrides, resume, set_, json_out)
+
+
+@app.command("pseudo-label")
+def pseudo_label_cmd(
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="The labelling model (a checkpoint).")],
+    source: Annotated[str, typer.Option("--source", "-s", help="A folder of unlabelled images.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The data set folder to write.")],
+    conf: Annotated[list[str] | None, typer.Option(
+        "--conf", help="Label threshold: one number, or class=value (repeatable; others keep the number).")] = None,
+    ignore_below: Annotated[float, typer.Option("--ignore-below", help="Scores from here up to the threshold "
+                                                "become ignore regions.")] = 0.2,
+    fmt: Annotated[str, typer.Option("--format", help="yolo or coco.")] = "yolo",
+    batch: Annotated[int, typer.Option("--batch")] = 8,
+    device: DeviceOpt = "cpu",
+    copy: Annotated[bool, typer.Option("--copy", help="Copy the images instead of linking them.")] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Label a folder of images with a teacher: confident boxes become labels, a band below them ignore regions."""
+    from yolonas.train.pseudo import pseudo_label  # noqa: PLC0415
+
+    threshold: dict[str, float] = {}
+    for item in conf or ["0.5"]:
+        key, sep, value = item.rpartition("=")
+        try:
+            threshold[key.strip() if sep else "default"] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--conf {item!r}: expected a number or class=number") from None
+    report = pseudo_label(teacher, source, output, threshold=threshold, ignore_below=ignore_below, fmt=fmt,
+                          batch_size=batch, device=device, link=not copy)
+    _emit_json(report.to_dict(), json_out)
 
 
 @app.command()

@@ -45,14 +45,15 @@ def load_sample(dataset: DetectionDataset, index: int, drop_crowd: bool = True) 
 
 
 class RandomSample:
-    """A random sample of a dataset (crowd boxes dropped), for Mosaic and MixUp; undecodable images are redrawn."""
+    """A random sample of a dataset (crowd boxes dropped unless `keep_crowd`), for Mosaic and MixUp; undecodable
+    images are redrawn."""
 
-    def __init__(self, dataset: DetectionDataset, retries: int = 20):
-        self.dataset, self.retries = dataset, retries
+    def __init__(self, dataset: DetectionDataset, retries: int = 20, keep_crowd: bool = False):
+        self.dataset, self.retries, self.keep_crowd = dataset, retries, keep_crowd
 
     def __call__(self, rng: np.random.Generator) -> Sample:
         for _ in range(self.retries):
-            sample = load_sample(self.dataset, int(rng.integers(len(self.dataset))))
+            sample = load_sample(self.dataset, int(rng.integers(len(self.dataset))), drop_crowd=not self.keep_crowd)
             if sample is not None:
                 return sample
         raise DataError(f"{self.dataset.report.source}: {self.retries} images in a row could not be decoded")
@@ -72,11 +73,11 @@ def training_transforms(dataset: DetectionDataset, size: int | Sequence[int] = 6
                         mixup: float = 0.0, degrees: float = 0.0, translate: float = 0.25,
                         scale: tuple[float, float] = (0.5, 1.5), shear: float = 0.0, hsv: float = 0.5,
                         hsv_gains: tuple[float, float, float] = (18, 30, 30), flip: float = 0.5,
-                        channel_swap: float = 0.0, pad_value: int = 114) -> Compose:
+                        channel_swap: float = 0.0, pad_value: int = 114, keep_crowd: bool = False) -> Compose:
     """Mosaic -> RandomAffine -> MixUp -> HSV -> HorizontalFlip -> ChannelSwap -> LetterboxResize, probabilities
     as given. Affine, HSV and flip defaults are the published YOLO-NAS COCO recipe's (which also swaps channels
-    with p=0.5 and mixes up with p=0.5)."""
-    pick = RandomSample(dataset)
+    with p=0.5 and mixes up with p=0.5). `keep_crowd` keeps crowd boxes in mosaic and mixup partners."""
+    pick = RandomSample(dataset, keep_crowd=keep_crowd)
     geometric = [Mosaic(pick, size, p=mosaic, pad_value=pad_value),
                  RandomAffine(size, degrees, translate, scale, shear, border_value=pad_value)]
     return Compose([*geometric, MixUp(Transformed(pick, Compose(geometric)), p=mixup, pad_value=pad_value),
@@ -86,11 +87,12 @@ def training_transforms(dataset: DetectionDataset, size: int | Sequence[int] = 6
 
 class TrainDataset(Dataset):
     """A dataset with training transforms; item `(index, epoch, mosaic)` (or a plain index: epoch 0) is
-    reproducible: its rng is seeded by (seed, epoch, index). Crowd boxes are dropped; an undecodable image is
-    replaced by another one drawn from the same rng, with a warning."""
+    reproducible: its rng is seeded by (seed, epoch, index). Crowd boxes are dropped unless `keep_crowd` (then
+    `collate` hands them on as ignore regions); an undecodable image is replaced by another one drawn from the same
+    rng, with a warning."""
 
-    def __init__(self, dataset: DetectionDataset, transforms: Compose, seed: int = 0):
-        self.dataset, self.transforms, self.seed = dataset, transforms, seed
+    def __init__(self, dataset: DetectionDataset, transforms: Compose, seed: int = 0, keep_crowd: bool = False):
+        self.dataset, self.transforms, self.seed, self.keep_crowd = dataset, transforms, seed, keep_crowd
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -98,9 +100,9 @@ class TrainDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int, bool]) -> Sample:
         index, epoch, mosaic = key if isinstance(key, tuple) else (key, 0, None)
         rng = np.random.default_rng([self.seed, epoch, index])
-        sample = load_sample(self.dataset, index)
+        sample = load_sample(self.dataset, index, drop_crowd=not self.keep_crowd)
         if sample is None:
-            sample = RandomSample(self.dataset)(rng)
+            sample = RandomSample(self.dataset, keep_crowd=self.keep_crowd)(rng)
         return self.transforms(sample, rng, mosaic=mosaic)
 
 
@@ -134,16 +136,20 @@ class EpochSampler(Sampler):
 
 
 def collate(batch: list[Sample]) -> dict:
-    """images uint8 [B, 3, H, W], targets float32 [M, 6] rows (batch index, class, x1, y1, x2, y2), ids, files."""
+    """images uint8 [B, 3, H, W], targets float32 [M, 6] rows (batch index, class, x1, y1, x2, y2), ignore float32
+    [K, 5] rows (batch index, x1, y1, x2, y2) from the crowd boxes that were kept, ids, files."""
     shapes = {s.image.shape for s in batch}
     if len(shapes) != 1:
         raise ValueError(f"images of one batch must share a size, got {sorted(shapes)}; end transforms with "
                          "LetterboxResize")
     images = torch.from_numpy(np.stack([s.image for s in batch])).permute(0, 3, 1, 2).contiguous()
-    targets = np.concatenate([np.concatenate([np.full((len(s.boxes), 1), k, np.float32),
-                                              s.classes[:, None].astype(np.float32), s.boxes.astype(np.float32)], 1)
-                              for k, s in enumerate(batch)]) if batch else np.zeros((0, 6), np.float32)
-    return {"images": images, "targets": torch.from_numpy(targets.reshape(-1, 6)),
+    rows = np.concatenate([np.concatenate([np.full((len(s.boxes), 1), k, np.float32),
+                                           s.classes[:, None].astype(np.float32), s.boxes.astype(np.float32)], 1)
+                           for k, s in enumerate(batch)]).reshape(-1, 6) if batch else np.zeros((0, 6), np.float32)
+    crowd = np.concatenate([s.crowd for s in batch]).astype(bool) if batch else np.zeros(0, bool)
+    targets, ignore = rows[~crowd], rows[crowd][:, [0, 2, 3, 4, 5]]
+    return {"images": images, "targets": torch.from_numpy(np.ascontiguousarray(targets)),
+            "ignore": torch.from_numpy(np.ascontiguousarray(ignore)),
             "image_ids": [s.image_id for s in batch], "files": [s.file for s in batch]}
 
 

@@ -34,6 +34,18 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")  # no images/ folder: labels lie next to the images
 
 
+def ignore_path(image: Path) -> Path:
+    """The optional ignore-region file of an image: `ignore/` beside its `labels/` folder, same YOLO lines.
+
+    Its boxes load as crowd boxes: regions evaluation does not count and training does not penalise as background
+    (pseudo-labelling writes its ignore band there).
+    """
+    labels = label_path(image)
+    if labels.parent.name == "labels":
+        return labels.parent.parent / "ignore" / labels.name
+    return labels.with_suffix(".ignore.txt")
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files under a folder, recursively, sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -98,13 +110,18 @@ class YoloDataset(DetectionDataset):
             sizes.append(size)
             for line_no, row in self._read_labels(path, len(class_names), report):
                 owner.append(index)
-                rows.append((*row, line_no))
+                rows.append((*row, line_no, 0))
+            ignore = ignore_path(path)
+            if ignore.is_file():
+                for line_no, row in self._read_labels(path, len(class_names), report, ignore):
+                    owner.append(index)
+                    rows.append((*row, line_no, 1))
         if not files:
             raise DataError(f"{source}: no usable images" + (f" ({report.summary()})" if report.found else ""))
 
         sizes = np.asarray(sizes, dtype=np.int32)
         owner = np.asarray(owner, dtype=np.int64)
-        table = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        table = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
         hw = sizes[owner]
         boxes = table[:, 1:5] * np.tile(hw[:, ::-1], 2)  # normalised -> pixels: x by width, y by height
         boxes, outside, degenerate = clip_boxes(boxes, hw)
@@ -112,21 +129,23 @@ class YoloDataset(DetectionDataset):
             for k in np.flatnonzero(mask):
                 report.add(fault, f"{label_path(root / files[owner[k]]).name}:{int(table[k, 5])}")
         keep = ~degenerate
-        owner, boxes, classes = owner[keep], boxes[keep], table[keep, 0].astype(np.int32)
+        owner, boxes, classes, crowd = owner[keep], boxes[keep], table[keep, 0].astype(np.int32), table[keep, 6] > 0
         order, offsets = offsets_from_owner(owner, len(files))
         super().__init__(root, files, sizes, np.arange(1, len(files) + 1), boxes[order], classes[order],
-                         np.zeros(len(order), dtype=bool), offsets, class_names,
+                         crowd[order], offsets, class_names,
                          list(range(1, len(class_names) + 1)), report, cache=cache)
         report.warn()
 
     @staticmethod
-    def _read_labels(image: Path, num_classes: int, report: LabelReport):
-        """Yield (line number, (cls, x1, y1, x2, y2)) of an image's label file; faults go to the report."""
-        path = label_path(image)
+    def _read_labels(image: Path, num_classes: int, report: LabelReport, path: Path | None = None):
+        """Yield (line number, (cls, x1, y1, x2, y2)) of an image's label file (or `path`); faults go to the report."""
+        missing_ok = path is not None
+        path = label_path(image) if path is None else path
         try:
             text = path.read_text()
         except FileNotFoundError:
-            report.add(NO_LABEL_FILE, image.name)
+            if not missing_ok:
+                report.add(NO_LABEL_FILE, image.name)
             return
         except (OSError, UnicodeDecodeError):
             report.add(UNPARSABLE, f"{path.name} (unreadable file)")

@@ -29,6 +29,9 @@ class DataConfig:
     val_batch_size: int = 16
     workers: int = 4
     cache: bool = False  # keep decoded images in RAM
+    # Crowd boxes (COCO iscrowd, a pseudo-label set's ignore band) as regions without background loss, rather than
+    # dropped as before: anchors inside one that no real box claims are neither positives nor negatives.
+    ignore_crowd: bool = True
 
 
 @dataclass
@@ -99,6 +102,20 @@ class LossConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (off while `teacher` is None); see train/distill.py."""
+
+    teacher: str | None = None  # a checkpoint (or anything yolonas.load takes) with the data set's classes
+    cls_weight: float = 1.0  # per-class Bernoulli KL on the sigmoid class scores
+    box_weight: float = 1.0  # KL between the four DFL side distributions
+    feat_weight: float = 0.0  # channel-wise KD on the neck outputs through 1x1 align convs; 0 = off
+    cls_temperature: float = 2.0
+    box_temperature: float = 10.0  # Localization Distillation's T
+    feat_temperature: float = 1.0
+    final_weight_ratio: float = 0.1  # the KD weight decays from 1 to this on a cosine over the run's steps
+
+
+@dataclass
 class RunConfig:
     name: str = "exp"
     project: str = "runs/train"
@@ -128,6 +145,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -176,6 +194,7 @@ ALIASES = {
     "resume": "run.resume",
     "sync_bn": "run.sync_bn",
     "val_every": "run.val_every",
+    "teacher": "distill.teacher",
 }
 
 def recipe_names() -> list[str]:
@@ -221,7 +240,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
                              f"or one of: {', '.join(sorted(ALIASES))}")
         if isinstance(value, str) and value.strip().lower() in ("none", "null"):
             value = None  # `--pretrained none`: an explicit None, unlike an unset option
-        elif isinstance(value, str) and parts[1] not in ("path", "images", "name", "project", "device"):
+        elif isinstance(value, str) and parts[1] not in ("path", "images", "name", "project", "device", "teacher"):
             value = yaml.safe_load(value)
         d[parts[0]][parts[1]] = value
     return TrainConfig.from_dict(d, "overrides")

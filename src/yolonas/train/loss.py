@@ -39,19 +39,45 @@ def pad_targets(targets: Tensor, batch_size: int) -> tuple[Tensor, Tensor, Tenso
     return labels, boxes, mask
 
 
-def varifocal_loss(logits: Tensor, score: Tensor, label: Tensor, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
-    """Varifocal loss, summed: BCE against the soft target `score`, negatives down-weighted by alpha * p^gamma."""
+def varifocal_loss(logits: Tensor, score: Tensor, label: Tensor, alpha: float = 0.75, gamma: float = 2.0,
+                   keep: Tensor | None = None) -> Tensor:
+    """Varifocal loss, summed: BCE against the soft target `score`, negatives down-weighted by alpha * p^gamma.
+
+    `keep` [B, N] (0/1) masks whole anchors out, e.g. the unassigned ones inside an ignore region.
+    """
     # The weight stays in the graph (as in PP-YOLOE), so F.binary_cross_entropy_with_logits(weight=) cannot take it.
     weight = alpha * logits.sigmoid().pow(gamma) * (1 - label) + score * label
+    if keep is not None:
+        weight = weight * keep[..., None]
     return (F.binary_cross_entropy_with_logits(logits, score, reduction="none") * weight).sum()
 
 
-def focal_loss(logits: Tensor, score: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Focal loss with soft targets, summed; alpha <= 0 disables the class balance term."""
+def focal_loss(logits: Tensor, score: Tensor, alpha: float = 0.25, gamma: float = 2.0,
+               keep: Tensor | None = None) -> Tensor:
+    """Focal loss with soft targets, summed; alpha <= 0 disables the class balance term; `keep` as varifocal's."""
     weight = (logits.sigmoid() - score).pow(gamma)
     if alpha > 0:
         weight = weight * (alpha * score + (1 - alpha) * (1 - score))
+    if keep is not None:
+        weight = weight * keep[..., None]
     return (F.binary_cross_entropy_with_logits(logits, score, reduction="none") * weight).sum()
+
+
+def ignored_anchors(points: Tensor, ignore: Tensor | None, batch_size: int) -> Tensor | None:
+    """[B, N] bool: anchor points inside any ignore box of their image; ignore [K, 5] (batch_idx, x1, y1, x2, y2).
+
+    None when there are no ignore boxes, so the common case costs nothing.
+    """
+    if ignore is None or ignore.numel() == 0:
+        return None
+    if ignore.ndim != 2 or ignore.shape[-1] != 5:
+        raise ValueError(f"ignore boxes must be [K, 5] (batch_idx, x1, y1, x2, y2), got {tuple(ignore.shape)}")
+    rows = torch.cat([ignore[:, :1], torch.zeros_like(ignore[:, :1]), ignore[:, 1:]], 1)
+    _, boxes, mask = pad_targets(rows, batch_size)  # [B, k, 4], [B, k]
+    x, y = points[None, :, None, 0], points[None, :, None, 1]  # [1, N, 1]
+    b = boxes[:, None]  # [B, 1, k, 4]
+    inside = (x > b[..., 0]) & (x < b[..., 2]) & (y > b[..., 1]) & (y < b[..., 3]) & mask[:, None]
+    return inside.any(-1)
 
 
 def distribution_focal_loss(pred_dist: Tensor, target: Tensor) -> Tensor:
@@ -95,20 +121,27 @@ class PPYoloELoss:
     tal: TaskAlignedAssigner = field(default_factory=TaskAlignedAssigner)
     atss: ATSSAssigner = field(default_factory=ATSSAssigner)
 
-    def __call__(self, out: HeadOutput, targets: Tensor, epoch: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
-        """(loss scalar with grad, {loss_cls, loss_iou, loss_dfl, loss} detached) for one batch."""
+    def __call__(self, out: HeadOutput, targets: Tensor, epoch: int = 0, ignore: Tensor | None = None,
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss scalar with grad, {loss_cls, loss_iou, loss_dfl, loss} detached) for one batch.
+
+        `ignore` [K, 5] (batch_idx, x1, y1, x2, y2) are regions whose unassigned anchors get no classification loss.
+        """
         if targets.numel() and ((targets[:, 1] < 0) | (targets[:, 1] >= self.num_classes)).any():
             found = targets[:, 1].unique().tolist()
             raise ValueError(f"target class ids must lie in 0..{self.num_classes - 1}, got {found}")
         labels, boxes, mask = pad_targets(targets.to(out.cls_logits.device), out.cls_logits.shape[0])
-        return self.from_padded(out, labels, boxes, mask, epoch)
+        ignored = None if ignore is None else ignored_anchors(
+            out.anchor_points.float(), ignore.to(out.cls_logits.device).float(), out.cls_logits.shape[0])
+        return self.from_padded(out, labels, boxes, mask, epoch, ignored)
 
     def from_padded(self, out: HeadOutput, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor, epoch: int = 0,
-                    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss with GTs already padded: labels [B, n], boxes [B, n, 4] pixels, mask [B, n] bool."""
+                    ignored: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss with GTs already padded: labels [B, n], boxes [B, n, 4] pixels, mask [B, n] bool; `ignored`
+        [B, N] bool marks anchors in ignore regions."""
         # The loss runs in float32 whatever autocast the forward pass used: exp, log and IoU need the range.
         with torch.autocast(out.cls_logits.device.type, enabled=False):
-            return self._loss(out, gt_labels, gt_boxes.float(), gt_mask, epoch)
+            return self._loss(out, gt_labels, gt_boxes.float(), gt_mask, epoch, ignored)
 
     def assign(self, out: HeadOutput, pred_boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor,
                epoch: int = 0) -> Assignment:
@@ -120,18 +153,21 @@ class PPYoloELoss:
         return self.tal(scores, pred_boxes.detach(), points, gt_labels, gt_boxes, gt_mask)
 
     def _loss(self, out: HeadOutput, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor, epoch: int,
-              ) -> tuple[Tensor, dict[str, Tensor]]:
+              ignored: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         logits, distri = out.cls_logits.float(), out.reg_distri.float()
         points, strides = out.anchor_points.float(), out.stride_tensor.float()
         b, num, _ = distri.shape
         pred_boxes = distances_to_boxes(dfl_expectation(distri, self.reg_max), points, strides)
         a = self.assign(out, pred_boxes, gt_labels, gt_boxes, gt_mask, epoch)
 
+        # An anchor a real box claims stays a positive even inside an ignore region; the others there are left out.
+        keep = None if ignored is None else (~(ignored & ~a.fg_mask)).float()
         if self.use_varifocal:
             one_hot = F.one_hot(a.labels, self.num_classes + 1)[..., :self.num_classes].float()
-            loss_cls = varifocal_loss(logits, a.scores, one_hot)
+            loss_cls = varifocal_loss(logits, a.scores, one_hot, keep=keep)
         else:
-            loss_cls = focal_loss(logits, a.scores, alpha=0.25 if epoch < self.atss_warmup_epochs else -1.0)
+            loss_cls = focal_loss(logits, a.scores, alpha=0.25 if epoch < self.atss_warmup_epochs else -1.0,
+                                  keep=keep)
         norm = _distributed_mean(a.scores.sum()).clamp(min=1.0)
 
         # Boolean indexing keeps the graph when there are no positives: the sums are then a differentiable 0.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -31,6 +32,7 @@ from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
 from yolonas.train.config import AugmentationConfig, DataConfig, ModelConfig, TrainConfig
+from yolonas.train.distill import KD_KEYS, Distiller
 from yolonas.train.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -131,12 +133,12 @@ def freeze_unused(model: nn.Module) -> None:
             m.rbr_reparam.requires_grad_(False)
 
 
-def build_transforms(aug: AugmentationConfig, dataset, image_size: int) -> Compose:
+def build_transforms(aug: AugmentationConfig, dataset, image_size: int, keep_crowd: bool = False) -> Compose:
     """The training transforms of `aug`: mosaic, affine, mixup, HSV, flip, channel swap, letterbox."""
     return training_transforms(dataset, image_size, mosaic=aug.mosaic, mixup=aug.mixup, degrees=aug.degrees,
                                translate=aug.translate, scale=aug.scale, shear=aug.shear, hsv=aug.hsv,
                                hsv_gains=aug.hsv_gains, flip=aug.flip, channel_swap=aug.channel_swap,
-                               pad_value=aug.pad_value)
+                               pad_value=aug.pad_value, keep_crowd=keep_crowd)
 
 
 def training_preprocessing(image_size: int) -> Preprocessing:
@@ -244,9 +246,15 @@ class Trainer:
             num_classes=len(class_names), reg_max=self.model.spec.head.reg_max, use_varifocal=cfg.loss.use_varifocal,
             iou_weight=cfg.loss.iou_weight, cls_weight=cfg.loss.cls_weight, dfl_weight=cfg.loss.dfl_weight,
             atss_warmup_epochs=cfg.loss.atss_warmup_epochs)
+        # After the EMA copy, so the EMA model carries none of the distiller's neck hooks.
+        self.distiller = (Distiller(cfg.distill, self.model, class_names, self.device, self.memory_format)
+                          if cfg.distill.teacher else None)
+        self.loss_keys = LOSS_KEYS + (KD_KEYS if self.distiller else ())
+        self.csv_columns = CSV_COLUMNS[:6] + (KD_KEYS if self.distiller else ()) + CSV_COLUMNS[6:]
 
-        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size)
-        self.train_set = TrainDataset(self.train_data, self.transforms, seed=cfg.run.seed)
+        keep_crowd = cfg.data.ignore_crowd
+        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size, keep_crowd)
+        self.train_set = TrainDataset(self.train_data, self.transforms, seed=cfg.run.seed, keep_crowd=keep_crowd)
         # A sampler on every path, also for one process: its permutation depends only on (seed, epoch), so a
         # resumed run sees the same batches as an uninterrupted one.
         sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
@@ -257,6 +265,10 @@ class Trainer:
                                   drop_last=per_rank > cfg.data.batch_size, pin_memory=self.device.type == "cuda")
 
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        if self.distiller is not None and len(self.distiller.loss.align):
+            # The align convs learn with the student (same lr schedule) but are saved only in last.pt, for resume.
+            self.optimizer.add_param_group({"params": list(self.distiller.loss.parameters()),
+                                            "weight_decay": cfg.optimizer.weight_decay, "name": "distill_align"})
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer.lr, len(self.loader))
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -305,6 +317,8 @@ class Trainer:
         return torch.float16
 
     def _load_training_state(self, ckpt: dict) -> None:
+        if self.distiller is not None and ckpt.get("distill_state_dict"):
+            self.distiller.loss.load_state_dict(ckpt["distill_state_dict"])
         if self.ema is not None and ckpt.get("ema_state_dict") is not None:
             self.ema.load_state_dict(ckpt["ema_state_dict"], int(ckpt.get("ema_updates", 0)))
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -325,18 +339,18 @@ class Trainer:
                 run_dir, n = base.with_name(f"{base.name}{n}"), n + 1
         (run_dir / "weights").mkdir(parents=True, exist_ok=True)
         self.cfg.to_yaml(run_dir / "config.yaml")
-        self._trim_csv(run_dir / "results.csv", self.start_epoch)
+        self._trim_csv(run_dir / "results.csv", self.start_epoch, self.csv_columns)
         return run_dir
 
     @staticmethod
-    def _trim_csv(path: Path, epochs_done: int) -> None:
+    def _trim_csv(path: Path, epochs_done: int, columns: tuple[str, ...] = CSV_COLUMNS) -> None:
         """Drop rows past the resumed epoch (written before an interruption the checkpoint did not see)."""
         if not path.is_file():
             return
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epochs_done)
 
@@ -360,6 +374,11 @@ class Trainer:
                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {cfg.schedule.epochs} epochs of {len(self.loader)} "
                  f"steps, batch {cfg.data.batch_size} x {self.dist.world_size} process(es); device {self.device}, "
                  f"AMP {amp}; EMA {ema}")
+        if self.distiller is not None:
+            d, t = cfg.distill, self.distiller.teacher
+            self.log(f"distilling from {d.teacher} ({t.spec.name}, {sum(p.numel() for p in t.parameters()) / 1e6:.2f}"
+                     f" M parameters): cls {d.cls_weight:g} (T {d.cls_temperature:g}), box {d.box_weight:g} "
+                     f"(T {d.box_temperature:g}), feat {d.feat_weight:g}; weight decays to {d.final_weight_ratio:g}")
         if resume_path is not None:
             done = self.start_epoch >= cfg.schedule.epochs
             self.log(f"{resume_path} already finished its {cfg.schedule.epochs} epochs: nothing to resume" if done
@@ -411,29 +430,42 @@ class Trainer:
         """One pass over the training data; the epoch's mean losses (over all ranks)."""
         self.set_epoch(epoch)
         self.net.train()
-        sums = torch.zeros(len(LOSS_KEYS), device=self.device)
+        sums = torch.zeros(len(self.loss_keys), device=self.device)
         steps = 0
         with self._progress(epoch) as advance:
             for batch in self.loader:
-                part = self.train_step(batch["images"], batch["targets"], epoch)
+                part = self.train_step(batch["images"], batch["targets"], epoch, batch.get("ignore"))
                 sums += part
                 steps += 1
                 advance(part)
         mean = all_reduce_mean(sums / max(steps, 1), self.dist)
-        return dict(zip(LOSS_KEYS, mean.tolist()))
+        return dict(zip(self.loss_keys, mean.tolist()))
 
-    def train_step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        """One optimizer step on a loader batch (uint8 images [B, 3, H, W], targets [M, 6]); the detached losses."""
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int,
+                   ignore: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimizer step on a loader batch (uint8 images [B, 3, H, W], targets [M, 6], optional ignore
+        regions [K, 5]); the detached losses in `self.loss_keys` order."""
         images = images.to(self.device, non_blocking=True).float().div_(255)
         images = images.contiguous(memory_format=self.memory_format)
         targets = targets.to(self.device, non_blocking=True)
-        if self.amp_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype):
-                out = self.net(images)
-        else:
+        ignore = ignore.to(self.device, non_blocking=True) if ignore is not None and ignore.numel() else None
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype) if amp else contextlib.nullcontext():
             out = self.net(images)
-        loss, parts = self.criterion(out, targets, epoch)
+            # The teacher sees the very tensor the student sees: the same augmentation, the same AMP.
+            teacher_out = self.distiller.teacher_out(images) if self.distiller is not None else None
+        loss, parts = self.criterion(out, targets, epoch, ignore)
+        if self.distiller is not None:
+            total = max(1, self.cfg.schedule.epochs * len(self.loader))
+            kd, kd_parts = self.distiller(out, teacher_out, self.step / total)
+            loss = loss + kd
+            parts = {**parts, **kd_parts, "loss": loss.detach()}
         self.scaler.scale(loss).backward()
+        if self.distiller is not None and self.dist.world_size > 1 and len(self.distiller.loss.align):
+            # The align convs live outside DDP, so their gradients are averaged over the ranks here.
+            for p in self.distiller.loss.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
         self.scaler.unscale_(self.optimizer)
         # Gradients are all-reduced by now, so every rank takes the same decision here.
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.clip_grad_norm or math.inf)
@@ -447,12 +479,12 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.model)
-        return torch.stack([parts[k] for k in LOSS_KEYS])
+        return torch.stack([parts[k] for k in self.loss_keys])
 
     def _progress(self, epoch: int):
         """A context giving `advance(losses)`: a rich progress bar with live losses on rank 0 when verbose."""
         return _Progress(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}", len(self.loader),
-                         enabled=self.dist.is_main and self.cfg.run.verbose)
+                         enabled=self.dist.is_main and self.cfg.run.verbose, keys=self.loss_keys)
 
     @property
     def eval_model(self) -> YoloNAS:
@@ -474,8 +506,8 @@ class Trainer:
             if self.tb is not None:
                 for k, v in row.items():
                     if k != "epoch" and v != "":
-                        self.tb.add_scalar(k if k in ("lr", "time") else f"{'train' if k in LOSS_KEYS else 'val'}/{k}",
-                                           v, epoch + 1)
+                        group = "train" if k in self.loss_keys else "val"
+                        self.tb.add_scalar(k if k in ("lr", "time") else f"{group}/{k}", v, epoch + 1)
             improved = False
             if metrics:
                 self.metrics = metrics
@@ -484,7 +516,7 @@ class Trainer:
                 if improved:
                     self.best_fitness, self.best_epoch = fitness, epoch + 1
             self._save(epoch, improved)
-            summary = " ".join(f"{k.removeprefix('loss_')} {losses[k]:.3f}" for k in LOSS_KEYS)
+            summary = " ".join(f"{k.removeprefix('loss_')} {losses[k]:.3f}" for k in self.loss_keys)
             if metrics:
                 summary += " | " + " ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50"))
             self.log(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}: {summary} | lr {lr:.3g} | {seconds:.1f}s")
@@ -496,7 +528,7 @@ class Trainer:
         path = self.run_dir / "results.csv"
         new = not path.is_file()
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.csv_columns)
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -510,7 +542,8 @@ class Trainer:
             ema_state_dict=self.ema.state_dict() if self.ema is not None else None,
             ema_updates=self.ema.updates if self.ema is not None else 0,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), rng=rng_state())
+            scaler=self.scaler.state_dict(), rng=rng_state(),
+            distill_state_dict=self.distiller.loss.state_dict() if self.distiller is not None else None)
         if best:
             save_checkpoint(self.eval_model, self.weights_dir / "best.pt", **common)
 
@@ -518,8 +551,8 @@ class Trainer:
 class _Progress:
     """A rich progress bar for one epoch whose description shows the running mean losses."""
 
-    def __init__(self, title: str, total: int, enabled: bool):
-        self.title, self.total, self.enabled = title, total, enabled
+    def __init__(self, title: str, total: int, enabled: bool, keys: tuple[str, ...] = LOSS_KEYS):
+        self.title, self.total, self.enabled, self.keys = title, total, enabled, keys
         self.sums, self.n = None, 0
 
     def __enter__(self):
@@ -546,7 +579,7 @@ class _Progress:
         self.sums = values if self.sums is None else self.sums + values
         self.n += 1
         mean = (self.sums / self.n).tolist()
-        text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in zip(LOSS_KEYS, mean))
+        text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in zip(self.keys, mean))
         self.bar.update(self.task, advance=1, losses=text)
 
     def __exit__(self, *exc):
