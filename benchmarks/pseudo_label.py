@@ -1,0 +1,239 @@
+"""Pseudo-labelling on aquarium: hide the labels of part of the training split, let a teacher label those images,
+measure the pseudo-labels against the hidden truth, then train real vs real + pseudo and compare AP on `test`.
+
+Issue 7, acceptance (2). The `train` key (aquarium: valid/, 127 images) is split by `--split-seed` into a labelled
+part A (`--labelled-fraction`) and a hidden part B. The teacher is trained here on A only (`--teacher-model`,
+`--teacher-epochs`), so it has never seen B's labels; `--teacher PATH` uses a given checkpoint instead (then the
+report says so: a teacher trained on all of valid/ has seen B and its precision/recall there are optimistic).
+Pseudo-labels of B (score >= `--conf` become labels, [`--ignore-below`, conf) ignore regions) are compared with
+B's true labels at IoU 0.5: precision, recall, per class. Then a student trains on A alone and on A + pseudo(B),
+`--seeds` each, with the same number of optimizer steps (A alone gets proportionally more epochs), and each
+last.pt (EMA) is evaluated on `test` with VAL_NMS. Results are rewritten as runs finish.
+
+  GPU:   python benchmarks/pseudo_label.py --device cuda --out runs/pseudo_bench/report
+  smoke: python benchmarks/pseudo_label.py --device cpu --imgsz 160 --teacher-epochs 1 --epochs 1 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+MODES = ("real", "real+pseudo")
+
+
+def train_run(data: str, model: str, epochs: int, seed: int, name: str, args) -> Path:
+    """Train `model` on `data` with the benchmark's recipe and settings; the last.pt path."""
+    from yolonas.train import apply_overrides, load_recipe, train  # noqa: PLC0415
+
+    cfg = apply_overrides(load_recipe(args.recipe), {
+        "data.path": data, "model.name": model, "schedule.epochs": epochs, "data.batch_size": args.batch,
+        "data.workers": args.workers, "data.image_size": args.imgsz, "run.seed": seed, "run.project": args.project,
+        "run.name": name, "run.exist_ok": True, "run.val_every": 0, "run.verbose": False, "run.plots": False,
+        "run.device": args.device})
+    return train(cfg).last
+
+
+def test_metrics(weights: str | Path, args) -> dict:
+    import yolonas  # noqa: PLC0415
+    from yolonas.data import load_data_yaml  # noqa: PLC0415
+    from yolonas.eval.validate import validate  # noqa: PLC0415
+
+    m = validate(yolonas.load(weights), load_data_yaml(args.data, "test"), batch_size=16, device=args.device)
+    return {k: getattr(m, k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+def split_labelled(args, root: Path) -> tuple[Path, list[Path], list[Path]]:
+    """A data.yaml training on part A of the split (test/val as the original), and the image lists A and B."""
+    from yolonas.data import load_data_yaml, read_data_yaml  # noqa: PLC0415
+    from yolonas.data.yolo import split_images  # noqa: PLC0415
+
+    full = load_data_yaml(args.data, "train")
+    files = [p.absolute() for p in full.image_files]
+    order = np.random.default_rng(args.split_seed).permutation(len(files))
+    n_a = max(1, round(args.labelled_fraction * len(files)))
+    a, b = sorted(files[i] for i in order[:n_a]), sorted(files[i] for i in order[n_a:])
+    (root / "A.txt").write_text("".join(f"{p}\n" for p in a))
+    d = read_data_yaml(args.data)
+    data_a = {"train": str((root / "A.txt").absolute()), "nc": d["nc"], "names": d["names"]}
+    for key in ("val", "test"):
+        if d.get(key):
+            data_a[key] = [str(p.absolute()) for p in split_images(args.data, key, d)]
+    (root / "A.yaml").write_text(yaml.safe_dump(data_a, sort_keys=False))
+    return root / "A.yaml", a, b
+
+
+def precision_recall(pseudo_data: Path, hidden: list[Path], args) -> dict:
+    """Pseudo-labels (crowd/ignore boxes left out) vs the hidden true labels, IoU >= 0.5, same class, greedy."""
+    import torch  # noqa: PLC0415
+    from torchvision.ops import box_iou  # noqa: PLC0415
+
+    from yolonas.data import load_data_yaml  # noqa: PLC0415
+    from yolonas.data.yolo import YoloDataset  # noqa: PLC0415
+
+    pseudo = load_data_yaml(pseudo_data, "train")
+    truth = YoloDataset(hidden, pseudo.class_names)
+    true_by_name = {Path(f).name: i for i, f in enumerate(truth.files)}
+    c = len(pseudo.class_names)
+    tp, n_pred, n_true = np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64)
+    for i, f in enumerate(pseudo.files):
+        pb, pc, crowd = pseudo.labels(i)
+        pb, pc = pb[~crowd], pc[~crowd]
+        tb, tc, _ = truth.labels(true_by_name[Path(f).name])
+        n_pred += np.bincount(pc, minlength=c)
+        n_true += np.bincount(tc, minlength=c)
+        if not len(pb) or not len(tb):
+            continue
+        iou = box_iou(torch.from_numpy(pb), torch.from_numpy(tb)).numpy()
+        iou[pc[:, None] != tc[None, :]] = 0
+        while iou.size and iou.max() >= 0.5:  # greedy one-to-one matching, best overlap first
+            r, k = np.unravel_index(iou.argmax(), iou.shape)
+            tp[pc[r]] += 1
+            iou[r, :], iou[:, k] = 0, 0
+    per_class = {n: {"precision": tp[j] / n_pred[j] if n_pred[j] else None,
+                     "recall": tp[j] / n_true[j] if n_true[j] else None,
+                     "pseudo": int(n_pred[j]), "true": int(n_true[j])} for j, n in enumerate(pseudo.class_names)}
+    return {"precision": tp.sum() / max(1, n_pred.sum()), "recall": tp.sum() / max(1, n_true.sum()),
+            "true_positives": int(tp.sum()), "pseudo_boxes": int(n_pred.sum()), "true_boxes": int(n_true.sum()),
+            "iou": 0.5, "conf": args.conf, "per_class": per_class}
+
+
+def student_job(args) -> None:
+    """One (mode, seed) student run in its own process; writes <project>/<mode>_s<seed>.json."""
+    tag = f"{args.mode.replace('+', '_')}_s{args.seed}"
+    t0 = time.time()
+    last = train_run(args.job_data, args.student, args.job_epochs, args.seed, tag, args)
+    out = {"mode": args.mode, "seed": args.seed, "epochs": args.job_epochs, "train_seconds": round(time.time() - t0),
+           "finished": True, **test_metrics(last, args)}
+    Path(args.project, f"{tag}.json").write_text(json.dumps(out, indent=2))
+
+
+def write_report(args, state: dict, seeds: list[str]) -> None:
+    runs = []
+    for mode in MODES:
+        for seed in seeds:
+            p = Path(args.project, f"{mode.replace('+', '_')}_s{seed}.json")
+            runs.append(json.loads(p.read_text()) if p.is_file() else {"mode": mode, "seed": int(seed),
+                                                                         "finished": False})
+    summary = {}
+    for mode in MODES:
+        aps = [r["AP"] for r in runs if r["mode"] == mode and r["finished"]]
+        summary[mode] = {"mean": statistics.mean(aps) if aps else None,
+                         "sd": statistics.stdev(aps) if len(aps) > 1 else 0.0, "n": len(aps)}
+    result = {"command": "python " + " ".join(sys.argv), **state, "runs": runs, "summary": summary}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    pr = state.get("pseudo_quality", {})
+    teacher_ap = state.get("teacher_test", {}).get("AP", float("nan"))
+    lines = ["# Pseudo-labelling on aquarium", "",
+             f"Labelled part A: {state.get('labelled_images')} images; hidden part B: {state.get('hidden_images')} "
+             f"images; teacher: {state.get('teacher')} (test AP {teacher_ap:.3f})"
+             + (" - given, may have seen B's labels" if args.teacher else ", trained on A only") + ".", ""]
+    if pr:
+        lines += [f"Pseudo-labels on B at conf {args.conf} (ignore band from {args.ignore_below}), IoU 0.5: precision "
+                  f"{pr['precision']:.3f}, recall {pr['recall']:.3f} ({pr['pseudo_boxes']} pseudo vs "
+                  f"{pr['true_boxes']} true boxes).", "", "| class | precision | recall | pseudo | true |",
+                  "|---|---|---|---|---|"]
+        for n, v in pr["per_class"].items():
+            fmt = (lambda x: "-" if x is None else f"{x:.3f}")  # noqa: E731
+            lines.append(f"| {n} | {fmt(v['precision'])} | {fmt(v['recall'])} | {v['pseudo']} | {v['true']} |")
+        lines.append("")
+    lines += [f"Students ({args.student}), same optimizer steps, last.pt (EMA) on test with VAL_NMS:", "",
+              "| mode | seed | epochs | AP | AP50 |", "|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['mode']} | {r['seed']} | {r.get('epochs', '')} | "
+                     + (f"{r['AP']:.3f} | {r['AP50']:.3f} |" if r["finished"] else "unfinished | |"))
+    for mode, s in summary.items():
+        if s["n"]:
+            lines.append(f"| **{mode}** | mean ± sd (n={s['n']}) | | {s['mean']:.3f} ± {s['sd']:.3f} | |")
+    if summary["real"]["n"] and summary["real+pseudo"]["n"]:
+        gain = summary["real+pseudo"]["mean"] - summary["real"]["mean"]
+        lines += ["", f"real + pseudo minus real: {gain:+.3f} AP (largest sd "
+                  f"{max(summary['real']['sd'], summary['real+pseudo']['sd']):.3f})."]
+    lines += ["", f"Command: `{result['command']}`", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=".data/aquarium/data.yaml")
+    ap.add_argument("--teacher", help="a trained checkpoint; default: train --teacher-model on part A here")
+    ap.add_argument("--teacher-model", default="yolo_nas_s")
+    ap.add_argument("--teacher-epochs", type=int, default=60)
+    ap.add_argument("--student", default="yolo_nas_tiny")
+    ap.add_argument("--recipe", default="scratch_small_data")
+    ap.add_argument("--labelled-fraction", type=float, default=0.5)
+    ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--conf", type=float, default=0.4)
+    ap.add_argument("--ignore-below", type=float, default=0.15)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=50, help="epochs of the real + pseudo students")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--project", default="runs/pseudo_bench")
+    ap.add_argument("--out", default="runs/pseudo_bench/report")
+    ap.add_argument("--job", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--job-data", help=argparse.SUPPRESS)
+    ap.add_argument("--job-epochs", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.job:
+        return student_job(args)
+    from yolonas.train import mix_data_yaml, pseudo_label  # noqa: PLC0415
+
+    root = Path(args.project)
+    root.mkdir(parents=True, exist_ok=True)
+    seeds = args.seeds.split(",")
+    for p in root.glob("*_s*.json"):
+        p.unlink()
+    data_a, a, b = split_labelled(args, root)
+    state: dict = {"labelled_images": len(a), "hidden_images": len(b), "conf": args.conf,
+                   "ignore_below": args.ignore_below}
+    t0 = time.time()
+    teacher = args.teacher or str(train_run(str(data_a), args.teacher_model, args.teacher_epochs, 0, "teacher", args))
+    state.update(teacher=teacher, teacher_seconds=round(time.time() - t0), teacher_test=test_metrics(teacher, args))
+    report = pseudo_label(teacher, b, root / "pseudo", threshold=args.conf, ignore_below=args.ignore_below,
+                          device=args.device, batch_size=16)
+    state["pseudo_report"] = report.to_dict()
+    state["pseudo_quality"] = precision_recall(Path(report.data), b, args)
+    mixed = mix_data_yaml(data_a, root / "pseudo", root / "mixed.yaml")
+    write_report(args, state, seeds)
+    print(Path(args.out).with_suffix(".md").read_text(), flush=True)
+
+    # Same optimizer steps: A alone has fewer images per epoch, so it gets proportionally more epochs.
+    real_epochs = max(1, math.ceil(args.epochs * (len(a) + len(b)) / len(a)))
+    jobs = []
+    for mode, data, epochs in (("real", data_a, real_epochs), ("real+pseudo", mixed, args.epochs)):
+        for seed in seeds:
+            tag = f"{mode.replace('+', '_')}_s{seed}"
+            cmd = [sys.executable, __file__, "--job", "--mode", mode, "--seed", seed, "--job-data", str(data),
+                   "--job-epochs", str(epochs), "--data", args.data, "--student", args.student, "--recipe",
+                   args.recipe, "--batch", str(args.batch), "--imgsz", str(args.imgsz), "--workers", str(args.workers),
+                   "--device", args.device, "--project", args.project]
+            log = open(root / f"{tag}.log", "w")  # noqa: SIM115 - closed below
+            jobs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ), log))
+    while any(p.poll() is None for p, _ in jobs):
+        write_report(args, state, seeds)
+        time.sleep(15)
+    for _, log in jobs:
+        log.close()
+    write_report(args, state, seeds)
+    print(Path(args.out).with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
