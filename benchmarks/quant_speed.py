@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import yolonas
 from _common import RESULTS, datasets_root, machine, ratio_median
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=4)
     ap.add_argument("--min-speedup", type=float, default=0.9, help="speed budget of the sensitivity selection")
     ap.add_argument("--no-sensitivity", action="store_true", help="skip the (slow) sensitivity-chosen variant")
+    ap.add_argument("--weights", help="time this checkpoint instead of a random yolo_nas_s")
+    ap.add_argument("--float-from", help="a quant_accuracy.py JSON: also time its first model's seed-0 selection")
     ap.add_argument("--out", default=str(RESULTS / "quant_speed_cpu"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,7 +65,7 @@ def main() -> None:
     images = [read_image(f) for f in time_files]
 
     torch.manual_seed(0)
-    model = build(yolo_nas_s()).eval()
+    model = yolonas.load(args.weights).eval() if args.weights else build(yolo_nas_s()).eval()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         prepared = prepare(export_onnx(model, tmp / "fp32.onnx", batch=1), tmp / "fp32_prepared.onnx")
@@ -79,6 +82,10 @@ def main() -> None:
             "selective_first_quarter_float": write_qdq(calib, tmp / "quarter.onnx",
                                                        float_layers=[c.module for c in convs[:len(convs) // 4]]),
         }
+        given = None
+        if args.float_from:
+            given = json.loads(Path(args.float_from).read_text())["models"][0]["float_layers"][0]["layers"]
+            variants["selective_given"] = write_qdq(calib, tmp / "given.onnx", float_layers=given, mode="selective")
         selection = None
         if not args.no_sensitivity:
             t = time.perf_counter()
@@ -110,7 +117,8 @@ def main() -> None:
         "speedup_vs_fp32": {k: ratio_median(rows["fp32"], v) for k, v in rows.items() if k != "fp32"},
         "float_layers": {"selective_stem_heads_float": [convs[0].module, *heads],
                          "selective_first_quarter_float": [c.module for c in convs[:len(convs) // 4]],
-                         "selective_sensitivity": selection["float_layers"] if selection else None},
+                         "selective_sensitivity": selection["float_layers"] if selection else None,
+                         "selective_given": given},
         "selection": selection, "command": "python " + " ".join(sys.argv), "blocks_ms": rows,
     }
     Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -119,11 +127,13 @@ def main() -> None:
              f"{result['machine']['cpu']}; onnxruntime QDQ (int8 per-channel symmetric weights); {len(images)} "
              f"coco128 images (not the {len(calib_files)} calibration images); {args.blocks} blocks of {args.runs} "
              "runs, the variants taking turns; medians of per-block medians (ms) and of per-block ratios. "
-             "End to end = letterbox + forward + decode + NMS through our Predictor. Random weights.", "",
+             "End to end = letterbox + forward + decode + NMS through our Predictor. "
+             + (f"Weights: {args.weights}." if args.weights else "Random weights."), "",
              "| variant | float convs | end to end (ms) | speed-up vs fp32 |", "|---|---|---|---|"]
     n_float = {"fp32": len(convs), "int8_uint8_act": 0, "int8_int8_act_symmetric": 0,
                "selective_stem_heads_float": 1 + len(heads), "selective_first_quarter_float": len(convs) // 4,
-               "selective_sensitivity": len(selection["float_layers"]) if selection else 0}
+               "selective_sensitivity": len(selection["float_layers"]) if selection else 0,
+               "selective_given": len(given) if given else 0}
     for k in rows:
         lines.append(f"| {k} | {n_float[k]}/{len(convs)} | {m[k]:.0f} | {'' if k == 'fp32' else f'x{r[k]:.2f}'} |")
     if selection:
@@ -132,6 +142,8 @@ def main() -> None:
                   f"{args.min_speedup:.0%} of full INT8's speed-up): float = {chosen}; measured forward "
                   f"fraction {selection['measured_speedup_fraction']:.2f}. Report: "
                   "quant_speed_sensitivity_yolo_nas_s_random.{json,md,png}."]
+    if given:
+        lines += ["", f"selective_given: the float set of {args.float_from} (seed 0): {', '.join(given)}."]
     lines += ["", f"Command: `{result['command']}`", ""]
     Path(args.out + ".md").write_text("\n".join(lines))
     print("\n".join(lines))
