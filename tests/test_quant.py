@@ -19,7 +19,7 @@ from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.cli import app
 from yolonas.deploy.export import META_CLASS_NAMES, META_PREPROCESSING, export_onnx
-from yolonas.errors import DataError, InputError, YolonasError
+from yolonas.errors import DataError, InputError
 from yolonas.quant.calibration import calibrate, list_images, load_batch, read_model_info, select_images
 from yolonas.quant.ptq import META_QUANTIZATION, conv_layers, prepare, write_qdq
 from yolonas.quant.selective import select
@@ -267,8 +267,8 @@ def test_bad_inputs_are_one_line_errors(work, tmp_path, coco128):
         (["--weights", str(tmp_path / "plain.onnx"), "--data", str(coco128 / "images" / "train2017")], InputError,
          "not a yolonas export"),
         (["--weights", str(tmp_path / "nothing.onnx"), "--data", str(tmp_path / "empty")], InputError, "no such"),
-        (["--weights", str(work["src"]), "--data", str(tmp_path / "empty"), "--mode", "qat"], YolonasError,
-         "QAT: not built yet"),
+        (["--weights", str(work["src"]), "--data", str(tmp_path / "empty"), "--mode", "qat"], InputError,
+         "QAT trains a checkpoint (.pt)"),
     ]:
         result = runner.invoke(app, ["quantize", *args, "--name", "bad"])
         assert isinstance(result.exception, error) and message in str(result.exception), result.output
