@@ -486,6 +486,90 @@ def bench(
     _emit_json(result, json_out)
 
 
+@app.command()
+def showdown(
+    data: Annotated[str, typer.Option("--data", "-d", help="A data.yaml (its train split trains, --split scores).")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: yolo_nas_s,yolo_nas_m,yolo_nas_l,"
+                                        "yolov8s,yolov8m,yolov8l (yolo_nas_tiny, yolov8n for quick checks).")
+                      ] = "yolo_nas_s,yolo_nas_m,yolo_nas_l,yolov8s,yolov8m,yolov8l",
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget: the ceiling).")] = 100,
+    budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call: a 1-epoch probe "
+                      "per model, then the epochs that fit.")] = None,
+    imgsz: Annotated[int, typer.Option("--imgsz")] = 640,
+    batch: Annotated[int, typer.Option("--batch")] = 16,
+    device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu, cuda, cuda:N.")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="Latency backend for both families' ONNX files.")
+                       ] = "onnxruntime",
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also quantize (PTQ) and score INT8.")] = True,
+    split: Annotated[str, typer.Option("--split", help="The data.yaml key that is scored.")] = "val",
+    calib_images: Annotated[int, typer.Option("--calib-images", help="INT8 calibration images (train split).")] = 64,
+    workers: Annotated[int, typer.Option("--workers")] = 4,
+    threads: Annotated[int | None, typer.Option("--threads", help="ORT threads for timing (default: all).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ultralytics_python: Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
+                                  "venv (default: $YOLONAS_ULTRALYTICS_PYTHON or .venv-ultralytics/bin/python).")
+                                  ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo models whose result is already in the run folder.")
+                     ] = False,
+    name: Annotated[str, typer.Option("--name", help="The run folder runs/showdown/<name>/ (results merge).")
+                    ] = "exp",
+    json_out: JsonOpt = None,
+) -> None:
+    """YOLO-NAS vs YOLOv8 trained alike, scored by one COCO evaluator: table, frontier plot, JSON."""
+    from yolonas.showdown import ShowdownConfig, run_showdown  # noqa: PLC0415
+
+    cfg = ShowdownConfig(data=data, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
+                         budget_minutes=budget, imgsz=imgsz, batch=batch, device=device, backend=backend, int8=int8,
+                         split=split, calib_images=calib_images, workers=workers, threads=threads, seed=seed,
+                         ultralytics_python=ultralytics_python, force=force, name=name,
+                         command="yolonas " + " ".join(sys.argv[1:]))
+    result = run_showdown(cfg)
+    if json_out != "-":
+        print(Path(result["run_dir"], "showdown.md").read_text())
+    _emit_json(result, json_out)
+
+
+@app.command()
+def search(
+    data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
+    backend: Annotated[str, typer.Option("--backend", help="Latency target: onnxruntime, torch, openvino.")
+                       ] = "onnxruntime",
+    imgsz: Annotated[str, typer.Option("--imgsz", help="Input size, or several comma-separated to search.")] = "320",
+    trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest).")] = 40,
+    latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads of the latency target.")] = 2,
+    proxy: Annotated[str, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops.")] = "meco",
+    population: Annotated[int, typer.Option("--population", help="NSGA-II population size.")] = 16,
+    train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).")] = 0,
+    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training.")] = 3,
+    latency_table: Annotated[str | None, typer.Option("--latency-table", help="Latency cache JSON (default: "
+                                                      "runs/search/latency_table.json).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "cpu",
+    name: NameOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Hardware-aware architecture search; runs/search/<name>/ gets the front, its plot and one spec YAML each."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.nas import SearchConfig  # noqa: PLC0415
+    from yolonas.nas import search as run_search  # noqa: PLC0415
+
+    try:
+        sizes = tuple(int(s) for s in imgsz.split(","))
+    except ValueError:
+        raise InputError(f"--imgsz {imgsz!r}: expected an integer or comma-separated integers (320 or 256,320)"
+                         ) from None
+    cfg = SearchConfig(data=data, out=run_dir("search", name), backend=backend, device=device, imgsz=sizes,
+                       trials=trials, latency_cap=latency_cap, threads=threads, proxy=proxy, population=population,
+                       seed=seed, train_top=train_top, train_epochs=train_epochs,
+                       latency_table=Path(latency_table) if latency_table else None,
+                       progress=json_out != "-")
+    result = run_search(cfg)
+    print(f"search: {result['trials']} trials, {len(result['front'])} on the front -> {cfg.out}/front.md, "
+          f"front.png, specs/", file=sys.stderr)
+    _emit_json(result, json_out)
+
+
 def main() -> None:
     """Entry point: run the app, printing our own errors as one line."""
     try:
