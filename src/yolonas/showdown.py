@@ -476,7 +476,7 @@ def plot_frontier(rows: list[dict], path: Path) -> Path:
     ax.scatter([], [], facecolors="none", edgecolors="grey", label="INT8")
     backend = next((f"{r['backend']}, {r['threads']} threads" for r in rows if r["status"] == "ok"), "")
     ax.set_xlabel(f"latency, ms (ONNX forward, batch 1; {backend})")
-    ax.set_ylabel("mAP@[.5:.95] (our COCO evaluator)")
+    ax.set_ylabel("mAP@[.5:.95], points (our COCO evaluator)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
