@@ -1,0 +1,184 @@
+"""The search space: YOLO-NAS-like ArchSpecs as a fixed set of named choices, sampled by an Optuna trial.
+
+A candidate is an `ArchSpec`. Its encoding is a flat dict of parameter name -> choice (what Optuna stores),
+so a spec can be enqueued as a seed, and a stored trial decodes back to the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+
+from yolonas.arch.spec import (
+    BUILTIN,
+    ArchSpec,
+    BackboneSpec,
+    HeadSpec,
+    NeckSpec,
+    NeckStageSpec,
+    StageSpec,
+)
+from yolonas.errors import InputError
+
+STAGES = ("stage1", "stage2", "stage3", "stage4")
+NECK_STAGES = ("up1", "up2", "down1", "down2")
+HEAD_BASE = (128, 256, 512)  # head widths at multiplier 1.0 (YOLO-NAS-L's)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choices per knob. Backbone hidden widths are fractions of the stage width (S/M/L use 1/4..1)."""
+
+    stem_widths: tuple[int, ...] = (16, 24, 32, 48, 64)
+    stage_widths: tuple[tuple[int, ...], ...] = (
+        (32, 48, 64, 96, 128),
+        (64, 96, 128, 192, 256),
+        (96, 128, 192, 256, 384),
+        (128, 192, 256, 384, 512, 768),
+    )
+    stage_blocks: tuple[int, int] = (1, 6)  # inclusive range
+    hidden_ratios: tuple[str, ...] = ("1/4", "1/3", "1/2", "2/3", "3/4", "1")
+    concat: tuple[bool, ...] = (False, True)
+    neck_widths: tuple[tuple[int, ...], ...] = (
+        (64, 96, 128, 192, 256),  # up1
+        (32, 48, 64, 96, 128),  # up2
+        (64, 96, 128, 192, 256),  # down1
+        (128, 192, 256, 384, 512),  # down2
+    )
+    neck_blocks: tuple[int, int] = (1, 4)
+    neck_hidden: tuple[int, ...] = (16, 32, 48, 64, 96, 128, 192, 256)
+    head_mults: tuple[float, ...] = (0.25, 0.375, 0.5, 0.75, 1.0)
+    imgsz: tuple[int, ...] = (320,)  # searched only when there is more than one
+
+    def choices(self) -> dict[str, tuple]:
+        """Every parameter name with its categorical choices (block counts: every int of the range)."""
+        c: dict[str, tuple] = {"stem": self.stem_widths}
+        blocks = tuple(range(self.stage_blocks[0], self.stage_blocks[1] + 1))
+        for name, widths in zip(STAGES, self.stage_widths):
+            c |= {f"{name}.width": widths, f"{name}.blocks": blocks, f"{name}.hidden": self.hidden_ratios,
+                  f"{name}.concat": self.concat}
+        neck_blocks = tuple(range(self.neck_blocks[0], self.neck_blocks[1] + 1))
+        for name, widths in zip(NECK_STAGES, self.neck_widths):
+            c |= {f"{name}.width": widths, f"{name}.blocks": neck_blocks, f"{name}.hidden": self.neck_hidden}
+        c["head.mult"] = self.head_mults
+        if len(self.imgsz) > 1:
+            c["imgsz"] = self.imgsz
+        return c
+
+    def size(self) -> int:
+        """How many distinct candidates the space holds."""
+        n = 1
+        for values in self.choices().values():
+            n *= len(values)
+        return n
+
+
+def _hidden(width: int, ratio: str) -> int:
+    # Rounded to a multiple of 8 (at least 8): every S/M/L hidden width is an exact fraction of its stage width.
+    return max(8, round(width * Fraction(ratio) / 8) * 8)
+
+
+def decode(params: dict, name: str | None = None) -> ArchSpec:
+    """The ArchSpec that an encoding (parameter name -> choice, as `encode` or a trial gives) describes."""
+    try:
+        stages = [StageSpec(int(params[f"{s}.width"]), int(params[f"{s}.blocks"]),
+                            _hidden(int(params[f"{s}.width"]), str(params[f"{s}.hidden"])),
+                            bool(params[f"{s}.concat"])) for s in STAGES]
+        neck = {s: NeckStageSpec(int(params[f"{s}.width"]), int(params[f"{s}.blocks"]), int(params[f"{s}.hidden"]),
+                                 block="qarepvgg" if s.startswith("up") else "conv") for s in NECK_STAGES}
+        mult = float(params["head.mult"])
+        stem = int(params["stem"])
+    except KeyError as e:
+        raise InputError(f"search encoding lacks parameter {e.args[0]!r}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise InputError(f"search encoding has a bad value ({e})") from None
+    spec = ArchSpec(
+        name="",
+        # The SPP keeps the last stage's width, as in every published variant.
+        backbone=BackboneSpec(stem_channels=stem, stages=stages, spp_channels=stages[-1].out_channels),
+        neck=NeckSpec(**neck),
+        head=HeadSpec(widths=tuple(round(b * mult) for b in HEAD_BASE)),
+    )
+    spec.name = name or f"nas_{spec_hash(spec)}"
+    return spec
+
+
+def spec_hash(spec: ArchSpec) -> str:
+    """A short hash of everything but the name: equal architectures get equal hashes."""
+    d = spec.to_dict()
+    d.pop("name")
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def encode(spec: ArchSpec, space: SearchSpace, imgsz: int | None = None) -> dict:
+    """The encoding of `spec` in `space`; raises InputError when the spec is not a point of the space."""
+    params: dict = {"stem": spec.backbone.stem_channels}
+    bb = spec.backbone
+    for name, st in zip(STAGES, bb.stages):
+        ratio = next((r for r in space.hidden_ratios if _hidden(st.out_channels, r) == st.hidden_channels), None)
+        params |= {f"{name}.width": st.out_channels, f"{name}.blocks": st.num_blocks, f"{name}.hidden": ratio,
+                   f"{name}.concat": st.concat_intermediates}
+    for name in NECK_STAGES:
+        ns: NeckStageSpec = getattr(spec.neck, name)
+        params |= {f"{name}.width": ns.out_channels, f"{name}.blocks": ns.num_blocks,
+                   f"{name}.hidden": ns.hidden_channels}
+    mults = [w / b for w, b in zip(spec.head.widths, HEAD_BASE)]
+    params["head.mult"] = mults[0] if len(set(mults)) == 1 else None
+    choices = space.choices()
+    if "imgsz" in choices:
+        params["imgsz"] = imgsz
+    bad = [f"{k}={params.get(k)!r}" for k, values in choices.items() if params.get(k) not in values]
+    if bad:
+        raise InputError(f"spec {spec.name!r} is not in the search space: {', '.join(bad)}")
+    if len(bb.stages) != 4:
+        raise InputError(f"spec {spec.name!r} is not in the search space: {len(bb.stages)} backbone stages, not 4")
+    rebuilt = decode(params, spec.name)
+    rebuilt.bn_eps, rebuilt.bn_momentum, rebuilt.in_channels = spec.bn_eps, spec.bn_momentum, spec.in_channels
+    if rebuilt.to_dict() != spec.to_dict():  # fixed parts: blocks, SPP, head reg_max/strides, neck block types
+        diff = _first_difference(rebuilt.to_dict(), spec.to_dict())
+        raise InputError(f"spec {spec.name!r} is not in the search space: {diff} is fixed in the space")
+    return params
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if a[k] != b.get(k):
+                return _first_difference(a[k], b.get(k), f"{path}.{k}" if path else k)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path} ({b!r}; the space has {a!r})"
+
+
+def contains(space: SearchSpace, spec: ArchSpec) -> bool:
+    """Whether `spec` is a point of `space`."""
+    try:
+        encode(spec, space, space.imgsz[0])
+    except InputError:
+        return False
+    return True
+
+
+def sample(trial, space: SearchSpace) -> tuple[ArchSpec, int]:
+    """(spec, input size) chosen by an Optuna trial: one categorical per knob, block counts as integers."""
+    params = {}
+    for name, values in space.choices().items():
+        if name.endswith(".blocks"):  # ordered: NSGA-II's crossover may then mix counts sensibly
+            params[name] = trial.suggest_int(name, values[0], values[-1])
+        else:
+            params[name] = trial.suggest_categorical(name, values)
+    return decode(params), int(params.get("imgsz", space.imgsz[0]))
+
+
+def seeds(space: SearchSpace) -> dict[str, dict]:
+    """The encodings of the built-in specs (S, M, L, tiny) that are points of `space`, by name."""
+    out = {}
+    for name, make in BUILTIN.items():
+        spec = make()
+        if contains(space, spec):
+            out[name] = encode(spec, space, space.imgsz[0])
+    return out
