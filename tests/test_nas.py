@@ -1,0 +1,165 @@
+"""Architecture search: space, latency table and model, proxies, the NSGA-II driver and `yolonas search`."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import yolonas
+from yolonas.arch.spec import yolo_nas_l, yolo_nas_m, yolo_nas_s, yolo_nas_tiny
+from yolonas.cli import app
+from yolonas.errors import InputError
+from yolonas.nas import (
+    LatencyModel,
+    LatencyTable,
+    SearchConfig,
+    SearchSpace,
+    contains,
+    decode,
+    encode,
+    fit_correction,
+    meco,
+    prediction_errors,
+    sample,
+    search,
+    spec_parts,
+)
+
+# A few choices around yolo_nas_tiny: big enough to search, small enough to measure in seconds at 64 px.
+SMALL = SearchSpace(stem_widths=(16,), stage_widths=((32,), (64,), (96,), (128,)), stage_blocks=(1, 1),
+                    hidden_ratios=("1/2",), concat=(False, True), neck_widths=((64,), (32,), (64,), (128,)),
+                    neck_blocks=(1, 1), neck_hidden=(16, 32, 64), head_mults=(0.25,), imgsz=(64,))
+
+
+@pytest.mark.parametrize("make", [yolo_nas_s, yolo_nas_m, yolo_nas_l, yolo_nas_tiny])
+def test_published_specs_are_points_of_the_space(make):
+    spec = make()
+    params = encode(spec, SearchSpace())
+    back = decode(params, spec.name)
+    assert back.to_dict() == spec.to_dict()
+
+
+def test_specs_outside_the_space_are_rejected_in_one_line():
+    spec = yolo_nas_s()
+    spec.backbone.stages[0].hidden_channels = 40  # no ratio of 96 rounds to 40
+    assert not contains(SearchSpace(), spec)
+    with pytest.raises(InputError, match="stage1.hidden") as e:
+        encode(spec, SearchSpace())
+    assert "\n" not in str(e.value)
+    spec = yolo_nas_s()
+    spec.neck.up1.block = "conv"  # block types are fixed in the space
+    with pytest.raises(InputError, match="neck.up1.block"):
+        encode(spec, SearchSpace())
+    with pytest.raises(InputError, match="lacks parameter 'stage1.width'"):
+        decode({})
+
+
+def test_sampled_specs_build_run_and_round_trip():
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    space = SearchSpace(imgsz=(32, 64))
+    for _ in range(2):
+        trial = study.ask()
+        spec, imgsz = sample(trial, space)
+        assert imgsz in (32, 64)
+        assert decode(trial.params).to_dict() == spec.to_dict()  # the trial's choices are an encoding
+        # Small widths round two hidden ratios to one width, so compare specs, not encodings.
+        assert decode(encode(spec, space, imgsz)).to_dict() == spec.to_dict()
+        model = yolonas.build(spec, num_classes=3).eval()
+        with torch.no_grad():
+            out = model(torch.rand(1, 3, imgsz, imgsz))
+        assert out.cls_logits.shape == (1, sum((imgsz // s) ** 2 for s in (8, 16, 32)), 3)
+        study.tell(trial, [0.0, 1.0])
+
+
+def test_latency_table_hits_and_misses_by_key(tmp_path):
+    path = tmp_path / "lat.json"
+    spec = yolo_nas_tiny()
+    parts = spec_parts(spec, 64, 3)
+    assert [p.name for p in parts] == ["stem", "stage1", "stage2", "stage3", "stage4", "spp",
+                                       "neck1", "neck2", "neck3", "neck4", "heads"]
+    first = LatencyModel(LatencyTable(path), warmup=1, runs=2)
+    pred = first.predict(spec, 64, 3)
+    assert first.table.misses == len(parts) and first.table.hits == 0 and path.is_file()
+    # The total is the sum of the parts, each a positive time.
+    assert pred["total"] == pytest.approx(sum(pred[p.name] for p in parts))
+    assert all(pred[p.name] > 0 for p in parts)
+    again = LatencyModel(LatencyTable(path), warmup=1, runs=2)  # read back from disk: all hits, same numbers
+    assert again.predict(spec, 64, 3) == pred
+    assert again.table.hits == len(parts) and again.table.misses == 0 and again.measured == 0
+    # Another thread count or class count is another key: the head alone changes with the classes.
+    other = LatencyModel(LatencyTable(path), threads=1, warmup=1, runs=2)
+    other.predict(spec, 64, 3)
+    assert other.table.misses == len(parts)
+    classes = LatencyModel(LatencyTable(path), warmup=1, runs=2)
+    classes.predict(spec, 64, 5)
+    assert classes.table.misses == 1 and classes.table.hits == len(parts) - 1
+
+
+def test_latency_model_rejects_bad_settings(tmp_path):
+    with pytest.raises(InputError, match="unknown latency backend"):
+        LatencyModel(LatencyTable(tmp_path / "t.json"), backend="tflite")
+    with pytest.raises(InputError, match="threads"):
+        LatencyModel(LatencyTable(tmp_path / "t.json"), threads=0)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="not a latency table"):
+        LatencyTable(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="multiple of 32"):
+        spec_parts(yolo_nas_tiny(), 100, 3)
+
+
+def test_correction_and_errors():
+    predicted = [10.0, 20.0, 30.0, 40.0, 50.0]
+    measured = [1.5 * p + 2 for p in predicted]
+    a, b = fit_correction(predicted, measured)
+    assert a == pytest.approx(1.5) and b == pytest.approx(2.0)
+    err = prediction_errors(predicted, measured)
+    assert err["raw_median"] == pytest.approx((1.5 * 30 + 2 - 30) / (1.5 * 30 + 2))
+    assert err["corrected_loo_median"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_meco_is_deterministic_and_separates_sizes():
+    x = torch.rand(2, 3, 64, 64)
+    tiny = meco(yolo_nas_tiny(), x, 3)
+    assert tiny == meco(yolo_nas_tiny(), x, 3)
+    deeper = yolo_nas_tiny()
+    for stage in deeper.backbone.stages:
+        stage.num_blocks = 3
+    assert meco(deeper, x, 3) > tiny  # more layers with decorrelated channels
+
+
+def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
+    out = tmp_path / "runs" / "search" / "t"
+    cfg = SearchConfig(data=str(coco128 / "data.yaml"), out=out, imgsz=(64,), trials=3, population=2, runs=2,
+                       measure_front=1, space=SMALL, progress=False, latency_table=tmp_path / "lat.json")
+    result = search(cfg)
+    assert result["trials"] == 3 and result["trials_this_run"] == 3
+    assert (out / "front.md").read_text().startswith("# Search front")
+    assert (out / "front.png").stat().st_size > 1000
+    front = result["front"]
+    assert front and all(r["latency_ms"] > 0 for r in front)
+    assert [r["latency_ms"] for r in front] == sorted(r["latency_ms"] for r in front)
+    model = yolonas.load(front[0]["spec_file"])  # each member's YAML is a spec that loads and trains
+    assert model.spec.to_dict()["backbone"] == json.loads(json.dumps(model.spec.to_dict()["backbone"]))
+    assert "measured_ms" in front[0] and result["latency_check"]["table"]["n"] == 1
+    # Resume: the same folder continues the stored study up to the new total.
+    cfg.trials, cfg.measure_front = 4, 0
+    again = search(cfg)
+    assert again["trials"] == 4 and again["trials_this_run"] == 1
+    assert again["latency_table"]["hits"] > 0
+
+
+def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for args, message in ((["--imgsz", "100"], "multiple of 32"), (["--trials", "0"], "--trials"),
+                          (["--latency-cap", "-3"], "--latency-cap"), (["--backend", "tflite"], "tflite"),
+                          (["--imgsz", "big"], "--imgsz")):
+        result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), *args])
+        assert result.exit_code != 0
+        assert isinstance(result.exception, InputError) and message in str(result.exception)
+    result = runner.invoke(app, ["search", "--data", str(tmp_path / "missing.yaml")])
+    assert result.exit_code != 0 and "missing.yaml" in str(result.exception)
