@@ -65,9 +65,9 @@ def main() -> None:
         f"{_pct(t.get('raw_median'))} raw, {_pct(t.get('corrected_loo_median'))} after a linear correction "
         "(leave-one-out), and "
         f"{_pct(check.get('same_turns', {}).get('raw_median'))} when the parts are re-measured in the same turns.",
-        f"- Machine load: load average {', '.join(f'{x:.1f}' for x in result['load_average'])} at the end of the "
-        "search on 2 cores: another process ran CPU-heavy benchmarks at the same time, so every latency here "
-        "was taken under load.", "",
+        f"- Machine load: load average {', '.join(f'{x:.1f}' for x in result['load_average'])} (1, 5, 15 min) at "
+        "the end of the search on 2 cores" + (": other work shared the CPU, so these latencies were taken under "
+                                              "load." if max(result["load_average"]) > 2.0 else "."), "",
     ]
     front = (out / "front.md").read_text().split("\n", 1)[1]
     (RESULTS / "nas_search_cpu.md").write_text("\n".join(header) + front + "\n![front](nas_search_cpu.png)\n")
