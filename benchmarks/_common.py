@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from yolonas.deploy.benchmark import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -21,15 +23,7 @@ def datasets_root() -> Path:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
 
 
@@ -56,3 +50,13 @@ def interleaved(fns: dict[str, Callable[[], object]], blocks: int, runs: int, wa
 def ratio_median(num: list[float], den: list[float]) -> float:
     """Median over blocks of the per-block ratio num/den (noise cancels within a block)."""
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def predict_block(predictor, images: list, runs: int) -> float:
+    """Median ms of `runs` single-image `predict_arrays` calls, cycling through `images` (end to end)."""
+    times = []
+    for i in range(runs):
+        t = time.perf_counter()
+        predictor.predict_arrays([images[i % len(images)]])
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)

@@ -15,12 +15,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from _common import REPO, RESULTS, datasets_root, machine, ratio_median
+from _common import REPO, RESULTS, datasets_root, machine, predict_block, ratio_median
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
 from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
@@ -30,15 +29,6 @@ from yolonas.infer import Predictor, read_image
 
 PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
 PEER_SCRIPT = REPO / "benchmarks" / "peers" / "ultralytics_bench.py"
-
-
-def _block(predictor: Predictor, images, runs: int) -> float:
-    times = []
-    for i in range(runs):
-        t = time.perf_counter()
-        predictor.predict_arrays([images[i % len(images)]])
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -76,15 +66,15 @@ def main() -> None:
             print(f"peer: {ready}", file=sys.stderr)
         for p in (ort, eager, ov):  # warm-up
             if p is not None:
-                _block(p, images, 3)
+                predict_block(p, images, 3)
         rows: dict[str, list[float]] = {"torch_fused": [], "onnxruntime": [], "openvino": [],
                                         "yolov8s_ultralytics_ort": []}
         peer_blocks = []
         for b in range(args.blocks):
-            rows["torch_fused"].append(_block(eager, images, args.runs))
-            rows["onnxruntime"].append(_block(ort, images, args.runs))
+            rows["torch_fused"].append(predict_block(eager, images, args.runs))
+            rows["onnxruntime"].append(predict_block(ort, images, args.runs))
             if ov is not None:
-                rows["openvino"].append(_block(ov, images, args.runs))
+                rows["openvino"].append(predict_block(ov, images, args.runs))
             if peer is not None:
                 peer.stdin.write("go\n")
                 peer.stdin.flush()

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import yolonas
-from _common import RESULTS, datasets_root, machine, ratio_median
+from _common import RESULTS, datasets_root, machine, predict_block, ratio_median
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
 from yolonas.deploy.backends import OnnxRuntimeBackend
@@ -31,15 +31,6 @@ from yolonas.quant.calibration import calibrate, list_images, select_images
 from yolonas.quant.ptq import conv_layers, prepare, write_qdq
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze
-
-
-def _block(predictor: Predictor, images, runs: int) -> float:
-    times = []
-    for i in range(runs):
-        t = time.perf_counter()
-        predictor.predict_arrays([images[i % len(images)]])
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -104,11 +95,11 @@ def main() -> None:
         predictors.update({k: Predictor(OnnxRuntimeBackend(p, threads=args.threads), batch_size=1)
                            for k, p in variants.items()})
         for p in predictors.values():
-            _block(p, images, 3)  # warm-up
+            predict_block(p, images, 3)  # warm-up
         rows: dict[str, list[float]] = {k: [] for k in predictors}
         for b in range(args.blocks):
             for k, p in predictors.items():
-                rows[k].append(_block(p, images, args.runs))
+                rows[k].append(predict_block(p, images, args.runs))
             print(f"block {b}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()), file=sys.stderr)
     result = {
         "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),

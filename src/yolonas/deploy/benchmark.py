@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +14,17 @@ import torch
 from yolonas.arch.model import Preprocessing
 from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (else what `platform` knows): for result files and cache keys."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ from yolonas.arch.head import DFLHeads, decode_boxes
 from yolonas.arch.model import Preprocessing, build
 from yolonas.arch.neck import DownStage, UpStage
 from yolonas.arch.spec import ArchSpec, HeadSpec, NeckStageSpec, StageSpec
+from yolonas.deploy.benchmark import cpu_name
 from yolonas.errors import InputError
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
@@ -137,15 +137,7 @@ def _plain(obj) -> dict:
 
 def machine_id() -> str:
     """The CPU model and core count: part of every cache key, so a table copied to another machine misses."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} x{os.cpu_count()}"
+    return f"{cpu_name()} x{os.cpu_count()}"
 
 
 class LatencyTable:
