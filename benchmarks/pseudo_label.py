@@ -1,16 +1,23 @@
 """Pseudo-labelling on aquarium: hide the labels of part of the training split, let a teacher label those images,
 measure the pseudo-labels against the hidden truth, then train real vs real + pseudo and compare AP on `test`.
 
-Issue 7, acceptance (2). The `train` key (aquarium: valid/, 127 images) is split by `--split-seed` into a labelled
-part A (`--labelled-fraction`) and a hidden part B. The teacher is trained here on A only (`--teacher-model`,
-`--teacher-epochs`), so it has never seen B's labels; `--teacher PATH` uses a given checkpoint instead (then the
-report says so: a teacher trained on all of valid/ has seen B and its precision/recall there are optimistic).
+Issue 7, acceptance (2). Two ways to get a hidden part B that the teacher has never seen:
+- `--pool train` (default): the `train` key (aquarium: valid/, 127 images) is split by `--split-seed` into a
+  labelled part A (`--labelled-fraction`) and B; the teacher is trained here on A only (`--teacher-model`,
+  `--teacher-epochs`). Students are evaluated on `test`.
+- `--pool test --teacher PATH`: A is the whole `train` key, the teacher a checkpoint trained on it (a strong one,
+  say from a GPU run), and the `test` split is halved by `--split-seed`: B (pseudo-labelled) and E (evaluation).
+  `--fold 1` swaps the halves, so two runs together evaluate on every test image, none seen by its student or
+  teacher.
 Pseudo-labels of B (score >= `--conf` become labels, [`--ignore-below`, conf) ignore regions) are compared with
 B's true labels at IoU 0.5: precision, recall, per class. Then a student trains on A alone and on A + pseudo(B),
 `--seeds` each, with the same number of optimizer steps (A alone gets proportionally more epochs), and each
-last.pt (EMA) is evaluated on `test` with VAL_NMS. Results are rewritten as runs finish.
+last.pt (EMA) is evaluated on the evaluation split with VAL_NMS. Results are rewritten as runs finish; on the
+CPU the students run one at a time (`--parallel`).
 
   GPU:   python benchmarks/pseudo_label.py --device cuda --out runs/pseudo_bench/report
+  CPU, strong teacher: python benchmarks/pseudo_label.py --device cpu --pool test --teacher T.pt --imgsz 320 \
+         --project runs/pseudo_test0 --out benchmarks/results/pseudo_label_aquarium_test_fold0 [--fold 1 ...]
   smoke: python benchmarks/pseudo_label.py --device cpu --imgsz 160 --teacher-epochs 1 --epochs 1 --seeds 0
 """
 
@@ -44,33 +51,44 @@ def train_run(data: str, model: str, epochs: int, seed: int, name: str, args) ->
     return train(cfg).last
 
 
-def test_metrics(weights: str | Path, args) -> dict:
+def test_metrics(weights: str | Path, data: str | Path, args) -> dict:
+    """COCO metrics of `weights` on the `test` split of `data` (the evaluation split)."""
     import yolonas  # noqa: PLC0415
     from yolonas.data import load_data_yaml  # noqa: PLC0415
     from yolonas.eval.validate import validate  # noqa: PLC0415
 
-    m = validate(yolonas.load(weights), load_data_yaml(args.data, "test"), batch_size=16, device=args.device)
+    m = validate(yolonas.load(weights), load_data_yaml(data, "test"), batch_size=16, device=args.device)
     return {k: getattr(m, k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
 
 
-def split_labelled(args, root: Path) -> tuple[Path, list[Path], list[Path]]:
-    """A data.yaml training on part A of the split (test/val as the original), and the image lists A and B."""
+def split_labelled(args, root: Path) -> tuple[Path, list[Path], list[Path], int]:
+    """A data.yaml training on part A, with `test` the evaluation split; the image lists A and B; the number of
+    evaluation images."""
     from yolonas.data import load_data_yaml, read_data_yaml  # noqa: PLC0415
     from yolonas.data.yolo import split_images  # noqa: PLC0415
 
-    full = load_data_yaml(args.data, "train")
-    files = [p.absolute() for p in full.image_files]
-    order = np.random.default_rng(args.split_seed).permutation(len(files))
-    n_a = max(1, round(args.labelled_fraction * len(files)))
-    a, b = sorted(files[i] for i in order[:n_a]), sorted(files[i] for i in order[n_a:])
-    (root / "A.txt").write_text("".join(f"{p}\n" for p in a))
     d = read_data_yaml(args.data)
-    data_a = {"train": str((root / "A.txt").absolute()), "nc": d["nc"], "names": d["names"]}
-    for key in ("val", "test"):
-        if d.get(key):
-            data_a[key] = [str(p.absolute()) for p in split_images(args.data, key, d)]
+    split = "train" if args.pool == "train" else "test"
+    files = sorted(p.absolute() for p in load_data_yaml(args.data, split).image_files)
+    order = np.random.default_rng(args.split_seed).permutation(len(files))
+    if args.pool == "train":
+        n_a = max(1, round(args.labelled_fraction * len(files)))
+        a, b = sorted(files[i] for i in order[:n_a]), sorted(files[i] for i in order[n_a:])
+        evaluation = [str(p.absolute()) for p in split_images(args.data, "test", d)]
+        n_eval = len(load_data_yaml(args.data, "test").image_files)
+    else:
+        halves = (order[: len(files) // 2], order[len(files) // 2:])
+        b_idx, e_idx = halves if args.fold == 0 else halves[::-1]
+        a = sorted(p.absolute() for p in load_data_yaml(args.data, "train").image_files)
+        b = sorted(files[i] for i in b_idx)
+        (root / "E.txt").write_text("".join(f"{files[i]}\n" for i in sorted(e_idx)))
+        evaluation, n_eval = [str((root / "E.txt").absolute())], len(e_idx)
+    (root / "A.txt").write_text("".join(f"{p}\n" for p in a))
+    data_a = {"train": str((root / "A.txt").absolute()), "nc": d["nc"], "names": d["names"], "test": evaluation}
+    if d.get("val"):
+        data_a["val"] = [str(p.absolute()) for p in split_images(args.data, "val", d)]
     (root / "A.yaml").write_text(yaml.safe_dump(data_a, sort_keys=False))
-    return root / "A.yaml", a, b
+    return root / "A.yaml", a, b, n_eval
 
 
 def precision_recall(pseudo_data: Path, hidden: list[Path], args) -> dict:
@@ -114,7 +132,7 @@ def student_job(args) -> None:
     t0 = time.time()
     last = train_run(args.job_data, args.student, args.job_epochs, args.seed, tag, args)
     out = {"mode": args.mode, "seed": args.seed, "epochs": args.job_epochs, "train_seconds": round(time.time() - t0),
-           "finished": True, **test_metrics(last, args)}
+           "finished": True, **test_metrics(last, args.job_data, args)}
     Path(args.project, f"{tag}.json").write_text(json.dumps(out, indent=2))
 
 
@@ -136,10 +154,17 @@ def write_report(args, state: dict, seeds: list[str]) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     pr = state.get("pseudo_quality", {})
     teacher_ap = state.get("teacher_test", {}).get("AP", float("nan"))
-    lines = ["# Pseudo-labelling on aquarium", "",
-             f"Labelled part A: {state.get('labelled_images')} images; hidden part B: {state.get('hidden_images')} "
-             f"images; teacher: {state.get('teacher')} (test AP {teacher_ap:.3f})"
-             + (" - given, may have seen B's labels" if args.teacher else ", trained on A only") + ".", ""]
+    if args.pool == "train":
+        where = (f"Labelled part A: {state.get('labelled_images')} images of the train split; hidden part B: "
+                 f"{state.get('hidden_images')} images of it; evaluation: test ({state.get('eval_images')} images).")
+        trained = " - given, may have seen B's labels" if args.teacher else ", trained on A only"
+    else:
+        where = (f"Labelled part A: the whole train split ({state.get('labelled_images')} images); hidden part B: "
+                 f"{state.get('hidden_images')} test images (fold {args.fold} of split seed {args.split_seed}); "
+                 f"evaluation E: the other {state.get('eval_images')} test images.")
+        trained = ", given, trained on A only: it has seen neither B nor E"
+    lines = [f"# Pseudo-labelling on aquarium ({args.pool} pool)", "", where, "",
+             f"Teacher: {state.get('teacher')} (AP on E {teacher_ap:.3f}){trained}.", ""]
     if pr:
         lines += [f"Pseudo-labels on B at conf {args.conf} (ignore band from {args.ignore_below}), IoU 0.5: precision "
                   f"{pr['precision']:.3f}, recall {pr['recall']:.3f} ({pr['pseudo_boxes']} pseudo vs "
@@ -149,7 +174,8 @@ def write_report(args, state: dict, seeds: list[str]) -> None:
             fmt = (lambda x: "-" if x is None else f"{x:.3f}")  # noqa: E731
             lines.append(f"| {n} | {fmt(v['precision'])} | {fmt(v['recall'])} | {v['pseudo']} | {v['true']} |")
         lines.append("")
-    lines += [f"Students ({args.student}), same optimizer steps, last.pt (EMA) on test with VAL_NMS:", "",
+    lines += [f"Students ({args.student}, {args.imgsz} px, recipe {args.recipe}, batch {args.batch}), same optimizer "
+              "steps, last.pt (EMA) on E with VAL_NMS:", "",
               "| mode | seed | epochs | AP | AP50 |", "|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['mode']} | {r['seed']} | {r.get('epochs', '')} | "
@@ -168,6 +194,10 @@ def write_report(args, state: dict, seeds: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".data/aquarium/data.yaml")
+    ap.add_argument("--pool", choices=("train", "test"), default="train",
+                    help="where the hidden part B comes from (see above)")
+    ap.add_argument("--fold", type=int, choices=(0, 1), default=0, help="--pool test: which half is B")
+    ap.add_argument("--parallel", type=int, help="students at once (default: all on CUDA, 1 on the CPU)")
     ap.add_argument("--teacher", help="a trained checkpoint; default: train --teacher-model on part A here")
     ap.add_argument("--teacher-model", default="yolo_nas_s")
     ap.add_argument("--teacher-epochs", type=int, default=60)
@@ -195,17 +225,21 @@ def main() -> None:
         return student_job(args)
     from yolonas.train import mix_data_yaml, pseudo_label  # noqa: PLC0415
 
+    if args.pool == "test" and not args.teacher:
+        sys.exit("--pool test needs --teacher: a checkpoint trained on the train split")
+
     root = Path(args.project)
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds.split(",")
     for p in root.glob("*_s*.json"):
         p.unlink()
-    data_a, a, b = split_labelled(args, root)
-    state: dict = {"labelled_images": len(a), "hidden_images": len(b), "conf": args.conf,
-                   "ignore_below": args.ignore_below}
+    data_a, a, b, n_eval = split_labelled(args, root)
+    state: dict = {"pool": args.pool, "fold": args.fold, "labelled_images": len(a), "hidden_images": len(b),
+                   "eval_images": n_eval, "conf": args.conf, "ignore_below": args.ignore_below, "imgsz": args.imgsz}
     t0 = time.time()
     teacher = args.teacher or str(train_run(str(data_a), args.teacher_model, args.teacher_epochs, 0, "teacher", args))
-    state.update(teacher=teacher, teacher_seconds=round(time.time() - t0), teacher_test=test_metrics(teacher, args))
+    state.update(teacher=teacher, teacher_seconds=round(time.time() - t0),
+                 teacher_test=test_metrics(teacher, data_a, args))
     report = pseudo_label(teacher, b, root / "pseudo", threshold=args.conf, ignore_below=args.ignore_below,
                           device=args.device, batch_size=16)
     state["pseudo_report"] = report.to_dict()
@@ -216,17 +250,23 @@ def main() -> None:
 
     # Same optimizer steps: A alone has fewer images per epoch, so it gets proportionally more epochs.
     real_epochs = max(1, math.ceil(args.epochs * (len(a) + len(b)) / len(a)))
-    jobs = []
+    parallel = args.parallel or (1 if args.device == "cpu" else 2 * len(seeds))
+    pending, jobs = [], []
     for mode, data, epochs in (("real", data_a, real_epochs), ("real+pseudo", mixed, args.epochs)):
         for seed in seeds:
             tag = f"{mode.replace('+', '_')}_s{seed}"
-            cmd = [sys.executable, __file__, "--job", "--mode", mode, "--seed", seed, "--job-data", str(data),
-                   "--job-epochs", str(epochs), "--data", args.data, "--student", args.student, "--recipe",
-                   args.recipe, "--batch", str(args.batch), "--imgsz", str(args.imgsz), "--workers", str(args.workers),
-                   "--device", args.device, "--project", args.project]
+            pending.append((tag, [sys.executable, __file__, "--job", "--mode", mode, "--seed", seed, "--job-data",
+                                  str(data), "--job-epochs", str(epochs), "--data", args.data, "--student",
+                                  args.student, "--recipe", args.recipe, "--batch", str(args.batch), "--imgsz",
+                                  str(args.imgsz), "--workers", str(args.workers), "--device", args.device,
+                                  "--project", args.project]))
+    # Interleave the modes so a cut-short CPU run still has both sides for its first seeds.
+    pending = [pending[i // 2 + (i % 2) * len(seeds)] for i in range(len(pending))]
+    while pending or any(p.poll() is None for p, _ in jobs):
+        while pending and sum(p.poll() is None for p, _ in jobs) < parallel:
+            tag, cmd = pending.pop(0)
             log = open(root / f"{tag}.log", "w")  # noqa: SIM115 - closed below
             jobs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ), log))
-    while any(p.poll() is None for p, _ in jobs):
         write_report(args, state, seeds)
         time.sleep(15)
     for _, log in jobs:

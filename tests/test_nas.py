@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import optuna
 import pytest
 import torch
@@ -28,6 +29,8 @@ from yolonas.nas import (
     search,
     spec_parts,
 )
+from yolonas.nas.latency import _export
+from yolonas.quant.ptq import int8_for_latency
 
 # A few choices around yolo_nas_tiny: big enough to search, small enough to measure in seconds at 64 px.
 SMALL = SearchSpace(stem_widths=(16,), stage_widths=((32,), (64,), (96,), (128,)), stage_blocks=(1, 1),
@@ -104,11 +107,44 @@ def test_latency_model_rejects_bad_settings(tmp_path):
         LatencyModel(LatencyTable(tmp_path / "t.json"), backend="tflite")
     with pytest.raises(InputError, match="threads"):
         LatencyModel(LatencyTable(tmp_path / "t.json"), threads=0)
+    with pytest.raises(InputError, match="--backend onnxruntime or openvino"):
+        LatencyModel(LatencyTable(tmp_path / "t.json"), backend="torch", precision="int8")
+    with pytest.raises(InputError, match="unknown precision"):
+        LatencyModel(LatencyTable(tmp_path / "t.json"), precision="fp8")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="not a latency table"):
         LatencyTable(tmp_path / "bad.json")
     with pytest.raises(InputError, match="multiple of 32"):
         spec_parts(yolo_nas_tiny(), 100, 3)
+
+
+@pytest.mark.parametrize(("backend", "precision"), [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"),
+                                                    ("onnxruntime", "int8")])
+def test_each_latency_target_predicts_and_measures(tmp_path, backend, precision):
+    spec = yolo_nas_tiny()
+    table = LatencyTable(tmp_path / "lat.json")
+    lat = LatencyModel(table, backend, precision=precision, warmup=1, runs=2)
+    pred = lat.predict(spec, 64, 3)
+    assert lat.measured == len(spec_parts(spec, 64, 3)) and all(v > 0 for v in pred.values())
+    assert f"{backend} " in lat.target and f" {precision} " in lat.target
+    assert lat.measure([spec], 64, 3)["whole"][0] > 0
+    # fp32 onnxruntime is another target: every part is a miss there.
+    other = LatencyModel(table, warmup=1, runs=2)
+    other.predict(spec, 64, 3)
+    assert other.measured == len(spec_parts(spec, 64, 3))
+
+
+def test_int8_latency_parts_quantize_the_head_convs_not_the_decode(tmp_path):
+    heads = spec_parts(yolo_nas_tiny(), 64, 3)[-1]
+    inputs = [torch.randn(s) for s in heads.shapes]
+    path = _export(heads.build(), inputs, tmp_path / "heads.onnx")
+    out = int8_for_latency(path, tmp_path / "heads_int8.onnx", [x.numpy() for x in inputs], prefixes=("/heads/head",))
+    nodes = onnx.load(str(out)).graph.node
+    made_by = {o: n.op_type for n in nodes for o in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    int8 = {n.name for n in convs if made_by.get(n.input[0]) == "DequantizeLinear"}
+    assert int8 and int8 == {n.name for n in convs if n.name.startswith("/heads/head")}
+    assert not any(made_by.get(i) == "DequantizeLinear" for n in nodes if n.op_type == "Softmax" for i in n.input)
 
 
 def test_correction_and_errors():
@@ -150,6 +186,11 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     again = search(cfg)
     assert again["trials"] == 4 and again["trials_this_run"] == 1
     assert again["latency_table"]["hits"] > 0
+    # A cap no trial meets: an empty front that says why, not a silent one.
+    cfg.latency_cap, cfg.out = 1e-6, tmp_path / "runs" / "search" / "capped"
+    capped = search(cfg)
+    assert capped["front"] == [] and "no trial met --latency-cap" in capped["note"]
+    assert "no trial met --latency-cap" in (cfg.out / "front.md").read_text()
 
 
 def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):

@@ -534,6 +534,8 @@ def search(
     data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
     backend: Annotated[str, typer.Option("--backend", help="Latency target: onnxruntime, torch, openvino.")
                        ] = "onnxruntime",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or int8 (the QDQ model `yolonas quantize` "
+                                           "writes; onnxruntime and openvino).")] = "fp32",
     imgsz: Annotated[str, typer.Option("--imgsz", help="Input size, or several comma-separated to search.")] = "320",
     trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest).")] = 40,
     latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,
@@ -559,9 +561,9 @@ def search(
     except ValueError:
         raise InputError(f"--imgsz {imgsz!r}: expected an integer or comma-separated integers (320 or 256,320)"
                          ) from None
-    cfg = SearchConfig(data=data, out=run_dir("search", name), backend=backend, device=device, imgsz=sizes,
-                       trials=trials, latency_cap=latency_cap, threads=threads, proxy=proxy, population=population,
-                       seed=seed, train_top=train_top, train_epochs=train_epochs,
+    cfg = SearchConfig(data=data, out=run_dir("search", name), backend=backend, device=device, precision=precision,
+                       imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads, proxy=proxy,
+                       population=population, seed=seed, train_top=train_top, train_epochs=train_epochs,
                        latency_table=Path(latency_table) if latency_table else None,
                        progress=json_out != "-")
     result = run_search(cfg)

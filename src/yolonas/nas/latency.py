@@ -32,7 +32,7 @@ from yolonas.deploy.benchmark import cpu_name
 from yolonas.errors import InputError
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")  # int8: QDQ as `yolonas quantize` writes it, ONNX backends only
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,10 @@ class LatencyModel:
         if self.backend not in BACKENDS:
             raise InputError(f"unknown latency backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision {self.precision!r} is not available yet: use {', '.join(PRECISIONS)}")
+            raise InputError(f"unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and self.backend == "torch":
+            raise InputError("int8 latency runs the QDQ ONNX that `yolonas quantize` writes: use --backend "
+                             "onnxruntime or openvino")
         if self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
         if self.backend != "torch" and self.device != "cpu":
@@ -300,6 +303,13 @@ class LatencyModel:
         else:
             _export(module, inputs, path)
         feeds = [x.numpy() for x in inputs]
+        if self.precision == "int8":
+            from yolonas.quant.calibration import NETWORK_PREFIXES  # noqa: PLC0415
+            from yolonas.quant.ptq import int8_for_latency  # noqa: PLC0415
+
+            # As in the whole model, the head convs are INT8 and the box decode after them stays float.
+            prefixes = NETWORK_PREFIXES if whole else ("/heads/head",) if isinstance(module, _Heads) else None
+            path = int8_for_latency(path, path.with_name(f"{name}_int8.onnx"), feeds, prefixes=prefixes)
         if self.backend == "onnxruntime":
             import onnxruntime as ort  # noqa: PLC0415
 

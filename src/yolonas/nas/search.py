@@ -29,6 +29,7 @@ class SearchConfig:
     out: Path
     backend: str = "onnxruntime"
     device: str = "cpu"
+    precision: str = "fp32"  # or int8 (ONNX backends): the latency of the model `yolonas quantize` makes
     imgsz: tuple[int, ...] = (320,)
     trials: int = 40  # in total: a resumed study runs only the missing ones
     latency_cap: float | None = None  # ms, on the predicted latency
@@ -90,7 +91,7 @@ def search(cfg: SearchConfig) -> dict:
     proxy_size = min(cfg.proxy_imgsz, *cfg.imgsz)
     images = _proxy_images(dataset, proxy_size)
     table = LatencyTable(cfg.latency_table or out.parent / "latency_table.json")
-    lat = LatencyModel(table, cfg.backend, cfg.threads, device=cfg.device, runs=cfg.runs)
+    lat = LatencyModel(table, cfg.backend, cfg.threads, cfg.precision, device=cfg.device, runs=cfg.runs)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cap = cfg.latency_cap
@@ -138,6 +139,11 @@ def search(cfg: SearchConfig) -> dict:
                                 "misses": table.misses},
               "load_average": list(_loadavg())}
     rows = [_row(t, i) for i, t in enumerate(front)]
+    if not rows and trials:
+        fastest = min(t.user_attrs["latency_ms"] for t in trials)
+        result["note"] = (f"no trial met --latency-cap {cap:g} ms (the fastest predicted {fastest:.2f} ms): raise "
+                          "the cap, or search a smaller space or input size")
+        print(f"search: {result['note']}", file=sys.stderr)
     if cfg.measure_front and rows:
         t1 = time.perf_counter()
         specs = [ArchSpec.from_dict(t.user_attrs["spec"]) for t in front]
@@ -325,6 +331,8 @@ def front_markdown(result: dict, proxy: str) -> str:
     head = ["#", "name", "imgsz", "predicted ms"] + (["measured ms", "corrected ms"] if measured else []) + [
         proxy, "params (M)", "GFLOPs"] + (["short-train AP"] if trained else []) + ["stem", "stages", "neck", "head",
                                                                                   "seed"]
+    if result.get("note"):
+        lines += [f"**{result['note']}**", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["rank"], r["name"], r["imgsz"], f"{r['latency_ms']:.2f}"]

@@ -155,7 +155,7 @@ def qdq_proto(base, tensors_range, selected: set[str], activations: str = DEFAUL
     quantizer = QDQQuantizer(model, True, False, QuantType.QInt8,
                              QuantType.QInt8 if symmetric else QuantType.QUInt8, tensors_range, [], exclude,
                              list(QUANT_OP_TYPES), {"ActivationSymmetric": symmetric, "WeightSymmetric": True})
-    with contextlib.redirect_stdout(io.StringIO()), _quiet_ort_logging():
+    with contextlib.redirect_stdout(io.StringIO()), quiet_ort_logging():
         quantizer.quantize_model()
     quantizer.model.topological_sort()  # as quantize_static does when it saves
     for init in quantizer.model.model.graph.initializer:  # and its check of every initializer at the end
@@ -204,7 +204,8 @@ def write_qdq(calib: Calibration, output: str | Path, *, activations: str = DEFA
 
 
 @contextlib.contextmanager
-def _quiet_ort_logging():
+def quiet_ort_logging():
+    """onnxruntime.quantization's info logging off for the duration."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
@@ -231,3 +232,32 @@ def quantize_onnx(float_model: str | Path, output: str | Path, images: str | Pat
                           seed=seed)
         path = write_qdq(calib, output, activations=activations, float_layers=float_layers)
     return path, calib
+
+
+def int8_for_latency(float_model: str | Path, output: str | Path, feeds: list, *,
+                     prefixes: tuple[str, ...] | None = None) -> Path:
+    """Any float .onnx as QDQ INT8 with `yolonas quantize`'s settings (int8 per-channel symmetric weights, uint8
+    activations, the same op types), ranges from the arrays `feeds`: for timing only, since INT8 latency does
+    not depend on the ranges. `prefixes` limits it to the nodes whose names start so (default: every node)."""
+    import onnx  # noqa: PLC0415
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static  # noqa: PLC0415
+
+    class _Once:  # a CalibrationDataReader: one call's inputs, then the end
+        def __init__(self, names: list[str]):
+            self.items = [dict(zip(names, feeds))]
+
+        def get_next(self) -> dict | None:
+            return self.items.pop() if self.items else None
+
+    output = Path(output)
+    prepared = output.with_name(output.stem + "_prepared.onnx")
+    with contextlib.redirect_stdout(io.StringIO()), quiet_ort_logging():
+        quant_pre_process(str(float_model), str(prepared))
+        graph = onnx.load(str(prepared)).graph
+        nodes = [n.name for n in graph.node if n.name.startswith(prefixes)] if prefixes else None
+        quantize_static(str(prepared), str(output), _Once([i.name for i in graph.input]),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    prepared.unlink()
+    return output
