@@ -26,41 +26,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
-WORK = REPO / ".venv-ultralytics" / "work"  # settings, exported model: inside the git-ignored venv, not the repo
-
-NETWORK_ATTEMPTS: list[str] = []
-
-
-def _block_network(event: str, args: tuple) -> None:
-    # Any attempt to reach the network is recorded and refused, so that "it ran offline" is checked, not assumed.
-    if event in ("socket.connect", "socket.getaddrinfo", "urllib.Request"):
-        NETWORK_ATTEMPTS.append(f"{event} {args[:2]!r}")
-        print(f"[ultralytics_bench] blocked network access: {event} {args[:2]!r}", file=sys.stderr)
-        raise OSError(f"network access blocked by ultralytics_bench: {event}")
-    if event == "subprocess.Popen" and "pip" in " ".join(map(str, args[1] or ())):
-        NETWORK_ATTEMPTS.append(f"pip subprocess {args[1]!r}")
-        raise OSError("pip subprocess blocked by ultralytics_bench")
-
-
-def _offline_env() -> None:
-    # Must precede the first `import ultralytics`: these are read once at import time.
-    (WORK / "config").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(WORK / "config"))
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ.setdefault("OMP_NUM_THREADS", "2")  # else `import ultralytics` sets it to 1
-    os.environ["YOLO_AUTOINSTALL"] = "0"
-    os.environ.setdefault("YOLO_VERBOSE", "0")
-    sys.addaudithook(_block_network)
-
-
-def _settings() -> None:
-    from ultralytics.utils import SETTINGS  # noqa: PLC0415 - only after _offline_env()
-
-    SETTINGS.update({"sync": False, "runs_dir": str(WORK / "runs"), "weights_dir": str(WORK / "weights"),
-                     "datasets_dir": str(WORK / "datasets"), "clearml": False, "comet": False, "dvc": False,
-                     "mlflow": False, "raytune": False, "tensorboard": False, "wandb": False})
+from _offline import NETWORK_ATTEMPTS, REPO, WORK, go_offline, settings
 
 
 def _images(paths: list[str], limit: int) -> list[Path]:
@@ -75,7 +41,7 @@ def _images(paths: list[str], limit: int) -> list[Path]:
 
 def export_onnx(imgsz: int, force: bool = False) -> Path:
     """Export random-init YOLOv8s with Ultralytics' own ONNX exporter; cached under .venv-ultralytics/work."""
-    from ultralytics import YOLO  # noqa: PLC0415 - only after _offline_env()
+    from ultralytics import YOLO  # noqa: PLC0415 - only after go_offline()
 
     target = WORK / f"yolov8s_{imgsz}.onnx"
     if target.exists() and not force:
@@ -95,7 +61,7 @@ def export_onnx(imgsz: int, force: bool = False) -> Path:
 
 def info(imgsz: int) -> dict:
     """Parameters and GFLOPs of YOLOv8s as Ultralytics reports them, unfused and fused."""
-    from ultralytics import YOLO  # noqa: PLC0415 - only after _offline_env()
+    from ultralytics import YOLO  # noqa: PLC0415 - only after go_offline()
 
     model = YOLO("yolov8s.yaml")
     layers, params, _, gflops = model.info(verbose=True, imgsz=imgsz)
@@ -127,7 +93,7 @@ def _thread_count() -> int:
 
 def bench(images: list[Path], blocks: int, runs: int, warmup: int, imgsz: int, threads: int, sync: bool) -> None:
     """Print one JSON line per block: medians (ms) of end-to-end predict and of the bare ORT session.run."""
-    import ultralytics  # noqa: PLC0415 - only after _offline_env()
+    import ultralytics  # noqa: PLC0415 - only after go_offline()
     from ultralytics import YOLO  # noqa: PLC0415
 
     onnx_path = export_onnx(imgsz)
@@ -216,8 +182,8 @@ def main() -> None:
     ap.add_argument("--sync", action="store_true", help="wait for a line on stdin before each block")
     args = ap.parse_args()
 
-    _offline_env()
-    _settings()
+    go_offline(threads=2)
+    settings()
     if args.info:
         print(json.dumps(info(args.imgsz)), flush=True)
     elif args.export:

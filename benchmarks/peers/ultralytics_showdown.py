@@ -22,48 +22,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-WORK = REPO / ".venv-ultralytics" / "work"
-NETWORK_ATTEMPTS: list[str] = []
+from _offline import NETWORK_ATTEMPTS, go_offline, settings
+
 QUANT_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Add", "Concat", "MaxPool"]  # as yolonas.quant.calibration
 PERCENTILE = 99.99
 
 
-def _block_network(event: str, args: tuple) -> None:
-    # Refuse and record any attempt to reach the network. Unix sockets stay allowed: torch's DataLoader workers
-    # pass tensors' file descriptors through them.
-    if event == "socket.getaddrinfo" or event == "urllib.Request" or (
-            event == "socket.connect" and getattr(args[0], "family", None) != socket.AF_UNIX):
-        NETWORK_ATTEMPTS.append(f"{event} {args[:2]!r}"[:200])
-        raise OSError(f"network access blocked by ultralytics_showdown: {event}")
-    if event == "subprocess.Popen" and "pip" in " ".join(map(str, args[1] or ())):
-        NETWORK_ATTEMPTS.append(f"pip subprocess {args[1]!r}"[:200])
-        raise OSError("pip subprocess blocked by ultralytics_showdown")
-
-
-def _offline() -> None:
-    # Must precede `import ultralytics`: these are read at import time.
-    (WORK / "config").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(WORK / "config"))
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_AUTOINSTALL"] = "0"
-    os.environ.setdefault("YOLO_VERBOSE", "0")
-    sys.addaudithook(_block_network)
-
-
 def _settings() -> None:
-    from ultralytics.utils import SETTINGS  # noqa: PLC0415 - only after _offline()
-
-    SETTINGS.update({"sync": False, "runs_dir": str(WORK / "runs"), "weights_dir": str(WORK / "weights"),
-                     "datasets_dir": str(WORK / "datasets"), "clearml": False, "comet": False, "dvc": False,
-                     "mlflow": False, "raytune": False, "tensorboard": False, "wandb": False})
+    settings()
     # Ultralytics' AMP check downloads a model to compare fp32 and AMP outputs; offline it cannot, so AMP is
     # taken as working (our trainer uses AMP on CUDA too).
     import ultralytics.engine.trainer as trainer  # noqa: PLC0415
@@ -221,7 +192,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     ap.add_argument("--int8-calib", help="a text file of calibration image paths; INT8 is skipped without it")
     args = ap.parse_args()
-    _offline()
+    go_offline()
     import torch  # noqa: PLC0415
     import ultralytics  # noqa: PLC0415
 
