@@ -19,6 +19,21 @@ JsonOpt = Annotated[str | None, typer.Option("--json", help="Write the result as
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder under runs/<task>/ (default: next free)")]
 
+# The training flags `train` and `distill` share; each overrides the recipe's field when given.
+DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")]
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, finetune, coco_yolo_nas_s, "
+                                        "cpu_smoke, or a recipe YAML.")]
+ImagesOpt = Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs")]
+LrOpt = Annotated[float | None, typer.Option("--lr")]
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Images per step and process.")]
+ImgszOpt = Annotated[int | None, typer.Option("--imgsz")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers")]
+PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")]
+TrainDeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed")]
+ResumeOpt = Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")]
+
 
 @app.callback()
 def _root() -> None:
@@ -156,20 +171,19 @@ def predict(
 
 @app.command()
 def train(
-    data: Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")] = None,
+    data: DataOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Overrides the recipe's model.")] = None,
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, finetune, coco_yolo_nas_s, "
-                                        "cpu_smoke, or a recipe YAML.")] = "scratch_small_data",
-    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    batch: Annotated[int | None, typer.Option("--batch", help="Images per step and process.")] = None,
-    imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
-    workers: Annotated[int | None, typer.Option("--workers")] = None,
-    pretrained: Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")] = None,
+    recipe: RecipeOpt = "scratch_small_data",
+    images: ImagesOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch: BatchOpt = None,
+    imgsz: ImgszOpt = None,
+    workers: WorkersOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: TrainDeviceOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = None,
     name: NameOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set optimizer.lr=1e-3")] = None,
     json_out: JsonOpt = None,
@@ -202,23 +216,22 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
 @app.command()
 def distill(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="The teacher checkpoint (same classes).")],
-    data: Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")] = None,
+    data: DataOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="The student (overrides the recipe's).")] = None,
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="A packaged recipe or a recipe YAML.")
-                      ] = "scratch_small_data",
-    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    batch: Annotated[int | None, typer.Option("--batch", help="Images per step and process.")] = None,
-    imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
-    workers: Annotated[int | None, typer.Option("--workers")] = None,
-    pretrained: Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    recipe: RecipeOpt = "scratch_small_data",
+    images: ImagesOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch: BatchOpt = None,
+    imgsz: ImgszOpt = None,
+    workers: WorkersOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: TrainDeviceOpt = None,
+    seed: SeedOpt = None,
     cls_weight: Annotated[float | None, typer.Option("--cls-weight", help="Class-score KD weight.")] = None,
     box_weight: Annotated[float | None, typer.Option("--box-weight", help="Box-distribution KD weight.")] = None,
     feat_weight: Annotated[float | None, typer.Option("--feat-weight", help="Neck feature KD weight.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")] = None,
+    resume: ResumeOpt = None,
     name: NameOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set distill.box_temperature=5")
                     ] = None,
