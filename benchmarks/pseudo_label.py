@@ -18,6 +18,7 @@ CPU the students run one at a time (`--parallel`).
   GPU:   python benchmarks/pseudo_label.py --device cuda --out runs/pseudo_bench/report
   CPU, strong teacher: python benchmarks/pseudo_label.py --device cpu --pool test --teacher T.pt --imgsz 320 \
          --project runs/pseudo_test0 --out benchmarks/results/pseudo_label_aquarium_test_fold0 [--fold 1 ...]
+  both folds: python benchmarks/pseudo_label.py --combine REPORT_FOLD0 REPORT_FOLD1 --out REPORT
   smoke: python benchmarks/pseudo_label.py --device cpu --imgsz 160 --teacher-epochs 1 --epochs 1 --seeds 0
 """
 
@@ -191,6 +192,52 @@ def write_report(args, state: dict, seeds: list[str]) -> None:
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
+def combine(reports: list[str], out: str) -> None:
+    """One summary of `--pool test` runs over both folds: per seed the mean of its fold APs, then mean ± sd."""
+    runs = [json.loads(Path(r).with_suffix(".json").read_text()) for r in reports]
+    lines = ["# Pseudo-labelling on aquarium, both folds of the test pool", "",
+             "Each fold pseudo-labels one half of test/ with the teacher and evaluates the students on the other "
+             "half; a seed's AP is the mean of its two folds.", "",
+             "| fold | teacher AP on E | pseudo precision | pseudo recall | pseudo boxes | true boxes |",
+             "|---|---|---|---|---|---|"]
+    for r in runs:
+        q = r["pseudo_quality"]
+        lines.append(f"| {r['fold']} | {r['teacher_test']['AP']:.3f} | {q['precision']:.3f} | {q['recall']:.3f} | "
+                     f"{q['pseudo_boxes']} | {q['true_boxes']} |")
+    tp = sum(r["pseudo_quality"]["true_positives"] for r in runs)
+    n_pred = sum(r["pseudo_quality"]["pseudo_boxes"] for r in runs)
+    n_true = sum(r["pseudo_quality"]["true_boxes"] for r in runs)
+    lines += [f"| both | | {tp / max(1, n_pred):.3f} | {tp / max(1, n_true):.3f} | {n_pred} | {n_true} |", "",
+              "| mode | seed | AP fold 0 | AP fold 1 | mean AP | mean AP50 |", "|---|---|---|---|---|---|"]
+    summary = {}
+    for mode in MODES:
+        per_seed = []
+        seeds = sorted({x["seed"] for r in runs for x in r["runs"] if x["mode"] == mode and x["finished"]})
+        for seed in seeds:
+            got = [next((x for x in r["runs"] if x["mode"] == mode and x["seed"] == seed and x["finished"]), None)
+                   for r in runs]
+            if any(g is None for g in got):
+                continue
+            ap, ap50 = statistics.mean(g["AP"] for g in got), statistics.mean(g["AP50"] for g in got)
+            per_seed.append(ap)
+            lines.append(f"| {mode} | {seed} | " + " | ".join(f"{g['AP']:.4f}" for g in got) + f" | {ap:.4f} | "
+                         f"{ap50:.4f} |")
+        summary[mode] = {"mean": statistics.mean(per_seed) if per_seed else None,
+                         "sd": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, "n": len(per_seed),
+                         "per_seed": per_seed}
+    for mode, v in summary.items():
+        if v["n"]:
+            lines.append(f"| **{mode}** | mean ± sd (n={v['n']}) | | | {v['mean']:.4f} ± {v['sd']:.4f} | |")
+    if all(v["n"] for v in summary.values()):
+        gain = summary["real+pseudo"]["mean"] - summary["real"]["mean"]
+        lines += ["", f"real + pseudo minus real: {gain:+.4f} AP (largest sd "
+                  f"{max(v['sd'] for v in summary.values()):.4f})."]
+    lines += ["", "Folds: " + ", ".join(f"`{r['command']}`" for r in runs), ""]
+    Path(out).with_suffix(".md").write_text("\n".join(lines))
+    Path(out).with_suffix(".json").write_text(json.dumps({"folds": reports, "summary": summary}, indent=2) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".data/aquarium/data.yaml")
@@ -215,6 +262,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--project", default="runs/pseudo_bench")
     ap.add_argument("--out", default="runs/pseudo_bench/report")
+    ap.add_argument("--combine", nargs="+", metavar="REPORT", help="summarise finished --pool test reports "
+                    "(their --out paths) into --out, and stop")
     ap.add_argument("--job", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -223,6 +272,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.job:
         return student_job(args)
+    if args.combine:
+        return combine(args.combine, args.out)
     from yolonas.train import mix_data_yaml, pseudo_label  # noqa: PLC0415
 
     if args.pool == "test" and not args.teacher:
