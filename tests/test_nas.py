@@ -109,6 +109,8 @@ def test_latency_model_rejects_bad_settings(tmp_path):
         LatencyModel(LatencyTable(tmp_path / "t.json"), threads=0)
     with pytest.raises(InputError, match="--backend onnxruntime or openvino"):
         LatencyModel(LatencyTable(tmp_path / "t.json"), backend="torch", precision="int8")
+    with pytest.raises(InputError, match="fp16 latency is PyTorch on a GPU"):
+        LatencyModel(LatencyTable(tmp_path / "t.json"), precision="fp16")
     with pytest.raises(InputError, match="unknown precision"):
         LatencyModel(LatencyTable(tmp_path / "t.json"), precision="fp8")
     (tmp_path / "bad.json").write_text("[1, 2]")

@@ -547,8 +547,8 @@ def search(
     data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
     backend: Annotated[str, typer.Option("--backend", help="Latency target: onnxruntime, torch, openvino.")
                        ] = "onnxruntime",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, or int8 (the QDQ model `yolonas quantize` "
-                                           "writes; onnxruntime and openvino).")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp32; fp16 (torch on cuda); int8 (the QDQ model "
+                                           "`yolonas quantize` writes; onnxruntime, openvino).")] = "fp32",
     imgsz: Annotated[str, typer.Option("--imgsz", help="Input size, or several comma-separated to search.")] = "320",
     trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest).")] = 40,
     latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,

@@ -32,7 +32,8 @@ from yolonas.deploy.benchmark import cpu_name
 from yolonas.errors import InputError
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
-PRECISIONS = ("fp32", "int8")  # int8: QDQ as `yolonas quantize` writes it, ONNX backends only
+# int8: the QDQ model `yolonas quantize` writes (ONNX backends); fp16: PyTorch on CUDA, as TorchBackend(half=True)
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,8 @@ class LatencyModel:
         if self.precision == "int8" and self.backend == "torch":
             raise InputError("int8 latency runs the QDQ ONNX that `yolonas quantize` writes: use --backend "
                              "onnxruntime or openvino")
+        if self.precision == "fp16" and not (self.backend == "torch" and self.device.startswith("cuda")):
+            raise InputError("fp16 latency is PyTorch on a GPU: use --backend torch --device cuda")
         if self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
         if self.backend != "torch" and self.device != "cpu":
@@ -284,8 +287,9 @@ class LatencyModel:
                 whole: bool) -> Callable[[], object]:
         if self.backend == "torch":
             device = torch.device(self.device)
-            module = module.to(device)
-            xs = [x.to(device) for x in inputs]
+            dtype = torch.float16 if self.precision == "fp16" else torch.float32
+            module = module.to(device, dtype)
+            xs = [x.to(device, dtype) for x in inputs]
 
             def run():
                 with torch.inference_mode():

@@ -29,7 +29,7 @@ class SearchConfig:
     out: Path
     backend: str = "onnxruntime"
     device: str = "cpu"
-    precision: str = "fp32"  # or int8 (ONNX backends): the latency of the model `yolonas quantize` makes
+    precision: str = "fp32"  # fp16: torch on cuda; int8: ONNX backends, the model `yolonas quantize` makes
     imgsz: tuple[int, ...] = (320,)
     trials: int = 40  # in total: a resumed study runs only the missing ones
     latency_cap: float | None = None  # ms, on the predicted latency
