@@ -230,8 +230,11 @@ def combine(reports: list[str], out: str) -> None:
             lines.append(f"| **{mode}** | mean ± sd (n={v['n']}) | | | {v['mean']:.4f} ± {v['sd']:.4f} | |")
     if all(v["n"] for v in summary.values()):
         gain = summary["real+pseudo"]["mean"] - summary["real"]["mean"]
+        paired = [b - a for a, b in zip(summary["real"]["per_seed"], summary["real+pseudo"]["per_seed"])]
         lines += ["", f"real + pseudo minus real: {gain:+.4f} AP (largest sd "
-                  f"{max(v['sd'] for v in summary.values()):.4f})."]
+                  f"{max(v['sd'] for v in summary.values()):.4f}); per seed (same seed, both folds): "
+                  + ", ".join(f"{d:+.4f}" for d in paired) + "."]
+        summary["paired_gain"] = paired
     lines += ["", "Folds: " + ", ".join(f"`{r['command']}`" for r in runs), ""]
     Path(out).with_suffix(".md").write_text("\n".join(lines))
     Path(out).with_suffix(".json").write_text(json.dumps({"folds": reports, "summary": summary}, indent=2) + "\n")
