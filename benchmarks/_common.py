@@ -22,6 +22,16 @@ def datasets_root() -> Path:
     return Path(os.environ.get("YOLONAS_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
+def test_metrics(weights: str | Path, data: str | Path, device: str, split: str = "test") -> dict:
+    """COCO AP, AP50, AP75, APs/m/l of a checkpoint on one split of a data.yaml, as `yolonas val` computes them."""
+    import yolonas  # noqa: PLC0415
+    from yolonas.data import load_data_yaml  # noqa: PLC0415
+    from yolonas.eval.validate import validate  # noqa: PLC0415
+
+    m = validate(yolonas.load(weights), load_data_yaml(data, split), batch_size=16, device=device)
+    return {k: getattr(m, k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
 def machine() -> dict:
     return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, datasets_root
+from _common import RESULTS, datasets_root, test_metrics
 
 
 def model_name(model: str) -> str:
@@ -39,9 +39,6 @@ def model_name(model: str) -> str:
 
 def train_job(args) -> None:
     """One (model, seed): train, score last.pt on test, write <project>/<name>_s<seed>.json."""
-    import yolonas  # noqa: PLC0415
-    from yolonas.data import load_data_yaml  # noqa: PLC0415
-    from yolonas.eval.validate import validate  # noqa: PLC0415
     from yolonas.train import apply_overrides, load_recipe, train  # noqa: PLC0415
 
     tag = f"{model_name(args.model)}_s{args.seed}"
@@ -54,9 +51,8 @@ def train_job(args) -> None:
         cfg = apply_overrides(cfg, {"resume": True})  # a cut-off call goes on where it stopped
     t0 = time.time()
     last = train(cfg).last
-    m = validate(yolonas.load(last), load_data_yaml(args.data, "test"), batch_size=16, device=args.device)
     out = {"model": args.model, "seed": args.seed, "train_seconds": round(time.time() - t0), "last": str(last),
-           **{k: getattr(m, k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}}
+           **test_metrics(last, args.data, args.device)}
     Path(args.project, f"{tag}.json").write_text(json.dumps(out, indent=2))
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from _common import test_metrics
+
 MODES = ("real", "real+pseudo")
 
 
@@ -50,16 +52,6 @@ def train_run(data: str, model: str, epochs: int, seed: int, name: str, args) ->
         "run.name": name, "run.exist_ok": True, "run.val_every": 0, "run.verbose": False, "run.plots": False,
         "run.device": args.device})
     return train(cfg).last
-
-
-def test_metrics(weights: str | Path, data: str | Path, args) -> dict:
-    """COCO metrics of `weights` on the `test` split of `data` (the evaluation split)."""
-    import yolonas  # noqa: PLC0415
-    from yolonas.data import load_data_yaml  # noqa: PLC0415
-    from yolonas.eval.validate import validate  # noqa: PLC0415
-
-    m = validate(yolonas.load(weights), load_data_yaml(data, "test"), batch_size=16, device=args.device)
-    return {k: getattr(m, k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
 
 
 def split_labelled(args, root: Path) -> tuple[Path, list[Path], list[Path], int]:
@@ -133,7 +125,7 @@ def student_job(args) -> None:
     t0 = time.time()
     last = train_run(args.job_data, args.student, args.job_epochs, args.seed, tag, args)
     out = {"mode": args.mode, "seed": args.seed, "epochs": args.job_epochs, "train_seconds": round(time.time() - t0),
-           "finished": True, **test_metrics(last, args.job_data, args)}
+           "finished": True, **test_metrics(last, args.job_data, args.device)}
     Path(args.project, f"{tag}.json").write_text(json.dumps(out, indent=2))
 
 
@@ -293,7 +285,7 @@ def main() -> None:
     t0 = time.time()
     teacher = args.teacher or str(train_run(str(data_a), args.teacher_model, args.teacher_epochs, 0, "teacher", args))
     state.update(teacher=teacher, teacher_seconds=round(time.time() - t0),
-                 teacher_test=test_metrics(teacher, data_a, args))
+                 teacher_test=test_metrics(teacher, data_a, args.device))
     report = pseudo_label(teacher, b, root / "pseudo", threshold=args.conf, ignore_below=args.ignore_below,
                           device=args.device, batch_size=16)
     state["pseudo_report"] = report.to_dict()

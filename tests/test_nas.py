@@ -30,6 +30,7 @@ from yolonas.nas import (
     spec_parts,
 )
 from yolonas.nas.latency import _export
+from yolonas.quant import ptq
 from yolonas.quant.ptq import int8_for_latency
 
 # A few choices around yolo_nas_tiny: big enough to search, small enough to measure in seconds at 64 px.
@@ -122,18 +123,22 @@ def test_latency_model_rejects_bad_settings(tmp_path):
 
 @pytest.mark.parametrize(("backend", "precision"), [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"),
                                                     ("onnxruntime", "int8")])
-def test_each_latency_target_predicts_and_measures(tmp_path, backend, precision):
+def test_each_latency_target_predicts_and_measures(tmp_path, monkeypatch, backend, precision):
+    quantized = []  # int8 must time the quantized file, parts and whole alike
+    monkeypatch.setattr(ptq, "int8_for_latency", lambda *a, **k: quantized.append(a[0]) or int8_for_latency(*a, **k))
     spec = yolo_nas_tiny()
+    n_parts = len(spec_parts(spec, 64, 3))
     table = LatencyTable(tmp_path / "lat.json")
     lat = LatencyModel(table, backend, precision=precision, warmup=1, runs=2)
     pred = lat.predict(spec, 64, 3)
-    assert lat.measured == len(spec_parts(spec, 64, 3)) and all(v > 0 for v in pred.values())
+    assert lat.measured == n_parts and all(v > 0 for v in pred.values())
     assert f"{backend} " in lat.target and f" {precision} " in lat.target
     assert lat.measure([spec], 64, 3)["whole"][0] > 0
+    assert len(quantized) == (n_parts + 1 if precision == "int8" else 0)
     # fp32 onnxruntime is another target: every part is a miss there.
     other = LatencyModel(table, warmup=1, runs=2)
     other.predict(spec, 64, 3)
-    assert other.measured == len(spec_parts(spec, 64, 3))
+    assert other.measured == n_parts
 
 
 def test_int8_latency_parts_quantize_the_head_convs_not_the_decode(tmp_path):

@@ -139,7 +139,7 @@ def search(cfg: SearchConfig) -> dict:
                                 "misses": table.misses},
               "load_average": list(_loadavg())}
     rows = [_row(t, i) for i, t in enumerate(front)]
-    if not rows and trials:
+    if not rows and trials and cap is not None:
         fastest = min(t.user_attrs["latency_ms"] for t in trials)
         result["note"] = (f"no trial met --latency-cap {cap:g} ms (the fastest predicted {fastest:.2f} ms): raise "
                           "the cap, or search a smaller space or input size")

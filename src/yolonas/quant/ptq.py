@@ -236,11 +236,11 @@ def quantize_onnx(float_model: str | Path, output: str | Path, images: str | Pat
 
 def int8_for_latency(float_model: str | Path, output: str | Path, feeds: list, *,
                      prefixes: tuple[str, ...] | None = None) -> Path:
-    """Any float .onnx as QDQ INT8 with `yolonas quantize`'s settings (int8 per-channel symmetric weights, uint8
-    activations, the same op types), ranges from the arrays `feeds`: for timing only, since INT8 latency does
-    not depend on the ranges. `prefixes` limits it to the nodes whose names start so (default: every node)."""
+    """Any float .onnx as QDQ INT8 the way `write_qdq` quantizes (the same `qdq_proto`), with min-max ranges from
+    one call on the arrays `feeds`: for timing only, since INT8 latency does not depend on the ranges.
+    `prefixes` limits it to the nodes whose names start so (default: every node)."""
     import onnx  # noqa: PLC0415
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static  # noqa: PLC0415
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, quant_pre_process  # noqa: PLC0415
 
     class _Once:  # a CalibrationDataReader: one call's inputs, then the end
         def __init__(self, names: list[str]):
@@ -249,15 +249,16 @@ def int8_for_latency(float_model: str | Path, output: str | Path, feeds: list, *
         def get_next(self) -> dict | None:
             return self.items.pop() if self.items else None
 
-    output = Path(output)
-    prepared = output.with_name(output.stem + "_prepared.onnx")
-    with contextlib.redirect_stdout(io.StringIO()), quiet_ort_logging():
+    with tempfile.TemporaryDirectory(prefix="yolonas-int8-") as tmp, \
+            contextlib.redirect_stdout(io.StringIO()), quiet_ort_logging():
+        prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_model), str(prepared))
-        graph = onnx.load(str(prepared)).graph
-        nodes = [n.name for n in graph.node if n.name.startswith(prefixes)] if prefixes else None
-        quantize_static(str(prepared), str(output), _Once([i.name for i in graph.input]),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    prepared.unlink()
+        base = load_for_quantization(prepared)
+        calibrator = create_calibrator(prepared, list(QUANT_OP_TYPES), augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(_Once([i.name for i in base.graph.input]))
+        ranges = calibrator.compute_data()
+    selected = {n.name for n in base.graph.node if not prefixes or n.name.startswith(prefixes)}
+    output = Path(output)
+    onnx.save(qdq_proto(base, ranges, selected), str(output))
     return output
