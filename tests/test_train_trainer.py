@@ -142,6 +142,21 @@ def test_run_folder_and_checkpoints(shapes, tmp_path):
     assert train(cfg).run_dir == tmp_path / "exp2"  # a second run does not overwrite the first
 
 
+def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(shapes, tmp_path):
+    assert Trainer(small_config(shapes, tmp_path, name="auto", device="cpu", amp=True)).amp_dtype is None
+    assert Trainer(small_config(shapes, tmp_path, name="off", device="cpu", amp=False,
+                                amp_dtype="bf16")).amp_dtype is None
+    assert Trainer(small_config(shapes, tmp_path, name="on", device="cpu", amp=True,
+                                amp_dtype="bf16")).amp_dtype == torch.bfloat16
+    result = train(small_config(shapes, tmp_path, name="bf16", device="cpu", amp=True, amp_dtype="bf16",
+                                  epochs=2))
+    with open(result.run_dir / "results.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert all(0 < v < 1e3 for v in losses)  # finite: bf16 autocast, fp32 master weights
+    state = read_checkpoint(result.last)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+
+
 def test_finetune_replaces_only_the_classification_layers(shapes, tmp_path):
     coco = build(yolo_nas_tiny(), 80)
     save_checkpoint(coco, tmp_path / "coco_tiny.pt")

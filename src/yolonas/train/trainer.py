@@ -310,7 +310,16 @@ class Trainer:
         return dataclasses.replace(saved, run=run, data=data)
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.cfg.run.amp or self.device.type != "cuda":
+        if not self.cfg.run.amp:
+            return None
+        if self.device.type == "cpu":
+            if self.cfg.run.amp_dtype != "bf16":
+                return None
+            if not torch.cpu._is_avx512_bf16_supported():
+                self.log("warning: --amp-dtype bf16 on a CPU without native bf16 (AVX512-BF16 / AMX) runs slower "
+                         "than fp32")
+            return torch.bfloat16
+        if self.device.type != "cuda":
             return None
         if self.cfg.run.amp_dtype == "bf16" or (self.cfg.run.amp_dtype == "auto" and torch.cuda.is_bf16_supported()):
             return torch.bfloat16
