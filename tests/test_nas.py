@@ -30,6 +30,7 @@ from yolonas.nas import (
     spec_parts,
 )
 from yolonas.nas.latency import _export
+from yolonas.nas.search import kendall_taus
 from yolonas.quant import ptq
 from yolonas.quant.ptq import int8_for_latency
 
@@ -211,3 +212,27 @@ def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
         assert isinstance(result.exception, InputError) and message in str(result.exception)
     result = runner.invoke(app, ["search", "--data", str(tmp_path / "missing.yaml")])
     assert result.exit_code != 0 and "missing.yaml" in str(result.exception)
+
+
+def test_kendall_taus_orient_losses_and_skip_ties():
+    rows = [{"meco": m, "params": p, "gflops": 1.0, "latency_ms": 5.0 - m, "ap": a, "loss": loss}
+            for m, p, a, loss in ((1.0, 3.0, 0.1, 3.0), (2.0, 2.0, 0.2, 2.5), (3.0, 1.0, 0.3, 2.0))]
+    by_ap = kendall_taus(rows, "ap")
+    assert by_ap["meco"]["tau"] == pytest.approx(1.0) and by_ap["params"]["tau"] == pytest.approx(-1.0)
+    assert by_ap["latency_ms"]["tau"] == pytest.approx(-1.0) and by_ap["gflops"] is None  # an estimate that ties
+    assert kendall_taus(rows, "loss", lower_is_better=True)["meco"]["tau"] == pytest.approx(1.0)
+    assert all(v is None for v in kendall_taus(rows[:2], "ap").values())  # two members rank nothing
+    assert all(v is None for v in kendall_taus([{**r, "ap": 0.0} for r in rows], "ap").values())
+
+
+def test_short_training_records_ap_and_training_loss(coco128, tmp_path):
+    out = tmp_path / "runs" / "search" / "short"
+    cfg = SearchConfig(data=str(coco128 / "data.yaml"), out=out, imgsz=(64,), trials=2, population=2, runs=2,
+                       measure_front=0, space=SMALL, progress=False, latency_table=tmp_path / "lat.json",
+                       train_top=1, train_epochs=1, train_imgsz=64, train_images=4)
+    result = search(cfg)
+    trained = [r for r in result["front"] if "short_train_ap" in r]
+    assert len(trained) == 1 and 0 < trained[0]["short_train_loss"] < 100
+    assert result["short_training"]["trained"] == [trained[0]["name"]]
+    assert set(result["short_training"]["kendall_tau_loss"]) == {"meco", "params", "gflops", "latency_ms"}
+    assert "short-train loss" in (out / "front.md").read_text()

@@ -265,9 +265,7 @@ def _measure_front(rows: list[dict], specs: list[ArchSpec], lat: LatencyModel, n
 
 
 def _short_training(rows: list[dict], cfg: SearchConfig, out: Path, names: list[str]) -> dict:
-    """Train `train_top` front members briefly on the user's data; Kendall tau of each proxy against their AP."""
-    from scipy.stats import kendalltau  # noqa: PLC0415
-
+    """Train `train_top` front members briefly on the user's data; Kendall tau of each proxy against the result."""
     from yolonas.train import apply_overrides, load_recipe, train  # noqa: PLC0415
 
     k = min(cfg.train_top, len(rows))
@@ -285,20 +283,41 @@ def _short_training(rows: list[dict], cfg: SearchConfig, out: Path, names: list[
         result = train(tcfg)
         row["short_train_ap"] = float(result.metrics.get("AP", result.best_fitness))
         row["short_train_ap50"] = float(result.metrics.get("AP50", math.nan))
+        row["short_train_loss"] = _mean_training_loss(result.run_dir / "results.csv")
         trained.append(row)
-        print(f"search: trained {row['name']} for {cfg.train_epochs} epochs: AP {row['short_train_ap']:.4f}",
-              file=sys.stderr)
-    ap = [r["short_train_ap"] for r in trained]
-    taus = {}
-    for proxy in ("meco", "params", "gflops", "latency_ms"):
-        values = [r.get(proxy) for r in trained]
-        if len(trained) >= 3 and None not in values and len(set(ap)) > 1:
-            tau = kendalltau(values, ap)
-            taus[proxy] = {"tau": float(tau.statistic), "p": float(tau.pvalue)}
-        else:
-            taus[proxy] = None
+        print(f"search: trained {row['name']} for {cfg.train_epochs} epochs: AP {row['short_train_ap']:.4f}, "
+              f"mean training loss {row['short_train_loss']:.3f}", file=sys.stderr)
     return {"trained": [r["name"] for r in trained], "epochs": cfg.train_epochs, "imgsz": cfg.train_imgsz,
-            "images": cfg.train_images, "data": str(data), "kendall_tau": taus}
+            "images": cfg.train_images, "data": str(data),
+            "kendall_tau": kendall_taus(trained, "short_train_ap"),
+            "kendall_tau_loss": kendall_taus(trained, "short_train_loss", lower_is_better=True)}
+
+
+def _mean_training_loss(results_csv: Path) -> float:
+    """The training loss averaged over a run's epochs (TSE, Ru et al. 2021): it ranks architectures early, while
+    a few epochs still leave AP at about zero for all of them."""
+    import csv  # noqa: PLC0415
+
+    with open(results_csv) as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    return sum(losses) / len(losses)
+
+
+def kendall_taus(rows: list[dict], signal: str, lower_is_better: bool = False) -> dict:
+    """Kendall tau (and p) of each cheap estimate against `signal` over `rows`, oriented so that +1 means a larger
+    estimate goes with a better signal for every pair; None below 3 members or when either side ties everywhere."""
+    from scipy.stats import kendalltau  # noqa: PLC0415
+
+    target = [-r[signal] if lower_is_better else r[signal] for r in rows]
+    taus: dict[str, dict | None] = {}
+    for proxy in ("meco", "params", "gflops", "latency_ms"):
+        values = [r.get(proxy) for r in rows]
+        if len(rows) < 3 or None in values or len(set(target)) < 2 or len(set(values)) < 2:
+            taus[proxy] = None
+            continue
+        tau = kendalltau(values, target)
+        taus[proxy] = {"tau": float(tau.statistic), "p": float(tau.pvalue)}
+    return taus
 
 
 def _subset_data(data: str, folder: Path, n: int, names: list[str]) -> str:
@@ -329,8 +348,8 @@ def front_markdown(result: dict, proxy: str) -> str:
     measured = any("measured_ms" in r for r in rows)
     trained = any("short_train_ap" in r for r in rows)
     head = ["#", "name", "imgsz", "predicted ms"] + (["measured ms", "corrected ms"] if measured else []) + [
-        proxy, "params (M)", "GFLOPs"] + (["short-train AP"] if trained else []) + ["stem", "stages", "neck", "head",
-                                                                                  "seed"]
+        proxy, "params (M)", "GFLOPs"] + (["short-train AP", "short-train loss"] if trained else []) + [
+        "stem", "stages", "neck", "head", "seed"]
     if result.get("note"):
         lines += [f"**{result['note']}**", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -341,7 +360,8 @@ def front_markdown(result: dict, proxy: str) -> str:
                       f"{r['corrected_ms']:.2f}" if "corrected_ms" in r else ""]
         cells += [f"{r[proxy]:.4g}", f"{r['params']:.2f}", f"{r['gflops']:.2f}"]
         if trained:
-            cells.append(f"{r['short_train_ap']:.4f}" if "short_train_ap" in r else "")
+            cells += [f"{r['short_train_ap']:.4f}" if "short_train_ap" in r else "",
+                      f"{r['short_train_loss']:.3f}" if "short_train_loss" in r else ""]
         cells += [r["stem"], r["stages"], r["neck"], "/".join(map(str, r["head"])), r["seed"] or ""]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     check = result.get("latency_check")
@@ -355,9 +375,14 @@ def front_markdown(result: dict, proxy: str) -> str:
                   f"Load average at the end: {', '.join(f'{x:.1f}' for x in check['load_average'])}."]
     st = result.get("short_training")
     if st:
-        taus = ", ".join(f"{k} {v['tau']:.2f}" if v else f"{k} n/a" for k, v in st["kendall_tau"].items())
+        def taus(key: str) -> str:
+            return ", ".join(f"{k} {v['tau']:+.2f} (p {v['p']:.2f})" if v else f"{k} n/a"
+                             for k, v in st.get(key, {}).items())
         lines += ["", f"Short training ({st['epochs']} epochs at {st['imgsz']} px on {st['images']} images) of "
-                  f"{len(st['trained'])} members; Kendall tau against its AP: {taus}."]
+                  f"{len(st['trained'])} members. Kendall tau of each estimate against its AP: {taus('kendall_tau')}; "
+                  f"against its mean training loss (lower is better): {taus('kendall_tau_loss')}. +1: a larger value "
+                  "of the estimate goes with a better short training, for every pair; n/a: fewer than 3 members "
+                  "trained, or one side tied them all."]
     return "\n".join(lines) + "\n"
 
 
