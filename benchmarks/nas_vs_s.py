@@ -46,7 +46,8 @@ def train_job(args) -> None:
         "data.path": args.data, "model.name": args.model, "schedule.epochs": args.epochs,
         "data.batch_size": args.batch, "data.workers": args.workers, "data.image_size": args.imgsz,
         "run.seed": args.seed, "run.project": args.project, "run.name": tag, "run.exist_ok": True,
-        "run.val_every": 0, "run.verbose": False, "run.plots": False, "run.device": args.device})
+        "run.val_every": 0, "run.verbose": False, "run.plots": False, "run.device": args.device,
+        "run.amp_dtype": args.amp_dtype})
     if Path(args.project, tag, "weights", "last.pt").is_file():
         cfg = apply_overrides(cfg, {"resume": True})  # a cut-off call goes on where it stopped
     t0 = time.time()
@@ -68,7 +69,8 @@ def train_all(args, models: list[str], seeds: list[str]) -> list[dict]:
                 continue
             cmd = [sys.executable, __file__, "--job", "--model", m, "--seed", s, "--data", args.data, "--recipe",
                    args.recipe, "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch),
-                   "--workers", str(args.workers), "--device", args.device, "--project", args.project]
+                   "--workers", str(args.workers), "--device", args.device, "--project", args.project,
+                   "--amp-dtype", args.amp_dtype]
             log = open(root / f"{model_name(m)}_s{s}.log", "w")  # noqa: SIM115 - closed below
             running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ), log))
         time.sleep(10)
@@ -84,21 +86,24 @@ def train_all(args, models: list[str], seeds: list[str]) -> list[dict]:
 
 def latency(models: list[str], targets: list[str], imgsz: int, classes: int, blocks: int, runs: int,
             threads: int) -> dict:
-    """{target: {"ms": [median per model], "ratio": [median ratio to models[0]]}}."""
+    """{target: {"ms": [median per model], "ratio": [median ratio to models[0]]}}; `target@size` times the
+    models at another input size than the training one."""
     import yolonas  # noqa: PLC0415
     from yolonas.nas.latency import LatencyModel, LatencyTable  # noqa: PLC0415
 
     specs = [yolonas.load(m).spec for m in models]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for target in targets:
+        for key in targets:
+            target, _, size = key.partition("@")
+            size = int(size or imgsz)
             backend, precision, *device = target.split(":")
             lat = LatencyModel(LatencyTable(Path(tmp) / "t.json"), backend, threads, precision,
                                device=device[0] if device else "cpu", runs=runs)
-            per_block = [lat.measure(specs, imgsz, classes)["whole"] for _ in range(blocks)]
-            out[target] = {"target": lat.target,
-                           "ms": [statistics.median(b[i] for b in per_block) for i in range(len(specs))],
-                           "ratio": [statistics.median(b[i] / b[0] for b in per_block) for i in range(len(specs))]}
+            per_block = [lat.measure(specs, size, classes)["whole"] for _ in range(blocks)]
+            out[key] = {"target": lat.target, "imgsz": size,
+                        "ms": [statistics.median(b[i] for b in per_block) for i in range(len(specs))],
+                        "ratio": [statistics.median(b[i] / b[0] for b in per_block) for i in range(len(specs))]}
     return out
 
 
@@ -175,8 +180,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--amp-dtype", default="auto", choices=["auto", "bf16", "fp16"],
+                    help="bf16 also trains the CPU in bf16 (fast where it has AMX / AVX512-BF16)")
     ap.add_argument("--parallel", type=int, help="trainings at once (default: 6 on CUDA, 1 on the CPU)")
-    ap.add_argument("--targets", default="onnxruntime:fp32", help="comma-separated backend:precision[:device]")
+    ap.add_argument("--targets", default="onnxruntime:fp32", help="comma-separated backend:precision[:device]"
+                    "[@imgsz] (default size: the training one)")
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10, help="timed calls per model and block")
     ap.add_argument("--threads", type=int, default=2)
@@ -207,7 +215,8 @@ def main() -> None:
         models = [m for m in args.models.split(",") if m]
         seeds = args.seeds.split(",")
         args.parallel = args.parallel or (6 if args.device.startswith("cuda") else 1)
-        s = {k: getattr(args, k) for k in ("recipe", "epochs", "imgsz", "batch", "device", "seeds", "blocks")}
+        s = {k: getattr(args, k) for k in ("recipe", "epochs", "imgsz", "batch", "device", "amp_dtype", "seeds",
+                                            "blocks")}
         result = {"models": models, "settings": s, "commands": [command]}
         result["runs"] = train_all(args, models, seeds)
         result["data"] = args.data
