@@ -206,7 +206,8 @@ def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
     runner = CliRunner()
     for args, message in ((["--imgsz", "100"], "multiple of 32"), (["--trials", "0"], "--trials"),
                           (["--latency-cap", "-3"], "--latency-cap"), (["--backend", "tflite"], "tflite"),
-                          (["--imgsz", "big"], "--imgsz")):
+                          (["--imgsz", "big"], "--imgsz"), (["--train-top", "2", "--train-imgsz", "100"],
+                                                              "--train-imgsz")):
         result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), *args])
         assert result.exit_code != 0
         assert isinstance(result.exception, InputError) and message in str(result.exception)

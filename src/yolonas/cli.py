@@ -557,6 +557,8 @@ def search(
     population: Annotated[int, typer.Option("--population", help="NSGA-II population size.")] = 16,
     train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).")] = 0,
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training.")] = 3,
+    train_imgsz: Annotated[int, typer.Option("--train-imgsz", help="Its input size.")] = 160,
+    train_images: Annotated[int, typer.Option("--train-images", help="Its first N train and val images.")] = 64,
     latency_table: Annotated[str | None, typer.Option("--latency-table", help="Latency cache JSON (default: "
                                                       "runs/search/latency_table.json).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -577,6 +579,7 @@ def search(
     cfg = SearchConfig(data=data, out=run_dir("search", name), backend=backend, device=device, precision=precision,
                        imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads, proxy=proxy,
                        population=population, seed=seed, train_top=train_top, train_epochs=train_epochs,
+                       train_imgsz=train_imgsz, train_images=train_images,
                        latency_table=Path(latency_table) if latency_table else None,
                        progress=json_out != "-")
     result = run_search(cfg)

@@ -61,6 +61,9 @@ def _check(cfg: SearchConfig) -> None:
             raise InputError(f"--imgsz {s}: must be a positive multiple of 32 (e.g. 320)")
     if cfg.train_top < 0 or (cfg.train_top and cfg.train_epochs < 1):
         raise InputError("--train-top must be >= 0 and --train-epochs >= 1")
+    if cfg.train_top and (cfg.train_imgsz % 32 or cfg.train_imgsz < 32 or cfg.train_images < 1):
+        raise InputError(f"--train-imgsz {cfg.train_imgsz} must be a positive multiple of 32 and --train-images "
+                         f"{cfg.train_images} at least 1")
     if cfg.population < 2:
         raise InputError(f"population must be at least 2, got {cfg.population}")
 
