@@ -27,6 +27,7 @@ from yolonas.nas import (
     prediction_errors,
     sample,
     search,
+    seeds,
     spec_parts,
 )
 from yolonas.nas.latency import _export
@@ -211,6 +212,11 @@ def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
         result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), *args])
         assert result.exit_code != 0
         assert isinstance(result.exception, InputError) and message in str(result.exception)
+    result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), "--around", "nosuch_model"])
+    assert result.exit_code != 0 and "nosuch_model" in str(result.exception)
+    result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), "--around", "yolo_nas_s",
+                                 "--around-steps", "0"])
+    assert isinstance(result.exception, InputError) and "at least 1 step" in str(result.exception)
     result = runner.invoke(app, ["search", "--data", str(tmp_path / "missing.yaml")])
     assert result.exit_code != 0 and "missing.yaml" in str(result.exception)
 
@@ -237,3 +243,23 @@ def test_short_training_records_ap_and_training_loss(coco128, tmp_path):
     assert result["short_training"]["trained"] == [trained[0]["name"]]
     assert set(result["short_training"]["kendall_tau_loss"]) == {"meco", "params", "gflops", "latency_ms"}
     assert "short-train loss" in (out / "front.md").read_text()
+
+
+def test_neighbourhood_of_a_spec_is_a_small_space_around_it():
+    s = yolo_nas_s()
+    space = SearchSpace.around(s)
+    assert contains(space, s) and list(seeds(space)) == ["yolo_nas_s"]
+    assert space.size() < SearchSpace().size() / 1e6
+    c = space.choices()
+    assert c["stage1.blocks"] == (1, 2, 3) and c["stage3.width"] == (256, 384)  # clipped at the grid's end
+    assert c["stage1.hidden"] == ("1/4", "1/3", "1/2") and c["stage1.concat"] == (False,)
+    assert c["head.mult"] == (0.375, 0.5, 0.75) and c["up2.hidden"] == (32, 48, 64)
+    assert SearchSpace.around(s, steps=2).choices()["stage1.width"] == (48, 64, 96, 128)
+    for trial_params in ({k: v[0] for k, v in c.items()}, {k: v[-1] for k, v in c.items()}):
+        assert contains(space, decode(trial_params))  # its corners are specs of the space
+    with pytest.raises(InputError, match="at least 1 step"):
+        SearchSpace.around(s, steps=0)
+    odd = yolo_nas_s()
+    odd.backbone.stages[0].out_channels = 100
+    with pytest.raises(InputError, match="not in the search space"):
+        SearchSpace.around(odd)

@@ -554,6 +554,10 @@ def search(
     latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads of the latency target.")] = 2,
     proxy: Annotated[str, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops.")] = "meco",
+    around: Annotated[str | None, typer.Option("--around", help="Search only the neighbourhood of this model (a "
+                                               "published name, spec YAML or checkpoint).")] = None,
+    around_steps: Annotated[int, typer.Option("--around-steps", help="Grid steps either side of --around's "
+                                              "values.")] = 1,
     population: Annotated[int, typer.Option("--population", help="NSGA-II population size.")] = 16,
     train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).")] = 0,
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training.")] = 3,
@@ -568,16 +572,19 @@ def search(
 ) -> None:
     """Hardware-aware architecture search; runs/search/<name>/ gets the front, its plot and one spec YAML each."""
     from yolonas.errors import InputError  # noqa: PLC0415
-    from yolonas.nas import SearchConfig  # noqa: PLC0415
+    from yolonas.nas import SearchConfig, SearchSpace  # noqa: PLC0415
     from yolonas.nas import search as run_search  # noqa: PLC0415
+    from yolonas.weights import load  # noqa: PLC0415
 
     try:
         sizes = tuple(int(s) for s in imgsz.split(","))
     except ValueError:
         raise InputError(f"--imgsz {imgsz!r}: expected an integer or comma-separated integers (320 or 256,320)"
                          ) from None
-    cfg = SearchConfig(data=data, out=run_dir("search", name), backend=backend, device=device, precision=precision,
-                       imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads, proxy=proxy,
+    space = SearchSpace.around(load(around).spec, around_steps, sizes) if around else SearchSpace(imgsz=sizes)
+    cfg = SearchConfig(data=data, out=run_dir("search", name), space=space, backend=backend, device=device,
+                       precision=precision, imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads,
+                       proxy=proxy,
                        population=population, seed=seed, train_top=train_top, train_epochs=train_epochs,
                        train_imgsz=train_imgsz, train_images=train_images,
                        latency_table=Path(latency_table) if latency_table else None,

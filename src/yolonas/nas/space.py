@@ -29,7 +29,10 @@ HEAD_BASE = (128, 256, 512)  # head widths at multiplier 1.0 (YOLO-NAS-L's)
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The choices per knob. Backbone hidden widths are fractions of the stage width (S/M/L use 1/4..1)."""
+    """The choices per knob. Backbone hidden widths are fractions of the stage width (S/M/L use 1/4..1).
+
+    Block counts (inclusive ranges), hidden ratios, concat choices and neck hidden widths are given either once
+    for every stage or per stage (a tuple of four); `around` builds the per-stage form."""
 
     stem_widths: tuple[int, ...] = (16, 24, 32, 48, 64)
     stage_widths: tuple[tuple[int, ...], ...] = (
@@ -38,30 +41,68 @@ class SearchSpace:
         (96, 128, 192, 256, 384),
         (128, 192, 256, 384, 512, 768),
     )
-    stage_blocks: tuple[int, int] = (1, 6)  # inclusive range
-    hidden_ratios: tuple[str, ...] = ("1/4", "1/3", "1/2", "2/3", "3/4", "1")
-    concat: tuple[bool, ...] = (False, True)
+    stage_blocks: tuple = (1, 6)
+    hidden_ratios: tuple = ("1/4", "1/3", "1/2", "2/3", "3/4", "1")
+    concat: tuple = (False, True)
     neck_widths: tuple[tuple[int, ...], ...] = (
         (64, 96, 128, 192, 256),  # up1
         (32, 48, 64, 96, 128),  # up2
         (64, 96, 128, 192, 256),  # down1
         (128, 192, 256, 384, 512),  # down2
     )
-    neck_blocks: tuple[int, int] = (1, 4)
-    neck_hidden: tuple[int, ...] = (16, 32, 48, 64, 96, 128, 192, 256)
+    neck_blocks: tuple = (1, 4)
+    neck_hidden: tuple = (16, 32, 48, 64, 96, 128, 192, 256)
     head_mults: tuple[float, ...] = (0.25, 0.375, 0.5, 0.75, 1.0)
     imgsz: tuple[int, ...] = (320,)  # searched only when there is more than one
+
+    def __post_init__(self) -> None:
+        for name in ("stage_blocks", "hidden_ratios", "concat", "neck_blocks", "neck_hidden"):
+            value = tuple(getattr(self, name))
+            if not isinstance(value[0], tuple):  # one choice set for every stage
+                value = (value,) * 4
+            object.__setattr__(self, name, tuple(tuple(v) for v in value))
+
+    @classmethod
+    def around(cls, spec: ArchSpec, steps: int = 1, imgsz: tuple[int, ...] = (320,)) -> SearchSpace:
+        """The neighbourhood of `spec` in the default grid: every width, hidden width, block count and head
+        multiplier within `steps` grid steps of its own (concat kept as it is). Searching it trims or reshapes a
+        known-good network for a target instead of searching the whole space."""
+        if steps < 1:
+            raise InputError(f"the neighbourhood needs at least 1 step, got {steps}")
+        grid = cls()
+        params = encode(spec, grid)  # InputError when the spec is not a point of the default space
+
+        def near(values: tuple, value) -> tuple:
+            i = values.index(value)
+            return values[max(0, i - steps): i + steps + 1]
+
+        def blocks(n: int, bounds: tuple[int, int]) -> tuple[int, int]:
+            return max(bounds[0], n - steps), min(bounds[-1], n + steps)
+
+        return cls(
+            stem_widths=near(grid.stem_widths, params["stem"]),
+            stage_widths=tuple(near(w, params[f"{s}.width"]) for s, w in zip(STAGES, grid.stage_widths)),
+            stage_blocks=tuple(blocks(params[f"{s}.blocks"], b) for s, b in zip(STAGES, grid.stage_blocks)),
+            hidden_ratios=tuple(near(r, params[f"{s}.hidden"]) for s, r in zip(STAGES, grid.hidden_ratios)),
+            concat=tuple((params[f"{s}.concat"],) for s in STAGES),
+            neck_widths=tuple(near(w, params[f"{s}.width"]) for s, w in zip(NECK_STAGES, grid.neck_widths)),
+            neck_blocks=tuple(blocks(params[f"{s}.blocks"], b) for s, b in zip(NECK_STAGES, grid.neck_blocks)),
+            neck_hidden=tuple(near(h, params[f"{s}.hidden"]) for s, h in zip(NECK_STAGES, grid.neck_hidden)),
+            head_mults=near(grid.head_mults, params["head.mult"]),
+            imgsz=tuple(imgsz),
+        )
 
     def choices(self) -> dict[str, tuple]:
         """Every parameter name with its categorical choices (block counts: every int of the range)."""
         c: dict[str, tuple] = {"stem": self.stem_widths}
-        blocks = tuple(range(self.stage_blocks[0], self.stage_blocks[1] + 1))
-        for name, widths in zip(STAGES, self.stage_widths):
-            c |= {f"{name}.width": widths, f"{name}.blocks": blocks, f"{name}.hidden": self.hidden_ratios,
-                  f"{name}.concat": self.concat}
-        neck_blocks = tuple(range(self.neck_blocks[0], self.neck_blocks[1] + 1))
-        for name, widths in zip(NECK_STAGES, self.neck_widths):
-            c |= {f"{name}.width": widths, f"{name}.blocks": neck_blocks, f"{name}.hidden": self.neck_hidden}
+        for i, (name, widths) in enumerate(zip(STAGES, self.stage_widths)):
+            lo, hi = self.stage_blocks[i][0], self.stage_blocks[i][-1]
+            c |= {f"{name}.width": widths, f"{name}.blocks": tuple(range(lo, hi + 1)),
+                  f"{name}.hidden": self.hidden_ratios[i], f"{name}.concat": self.concat[i]}
+        for i, (name, widths) in enumerate(zip(NECK_STAGES, self.neck_widths)):
+            lo, hi = self.neck_blocks[i][0], self.neck_blocks[i][-1]
+            c |= {f"{name}.width": widths, f"{name}.blocks": tuple(range(lo, hi + 1)),
+                  f"{name}.hidden": self.neck_hidden[i]}
         c["head.mult"] = self.head_mults
         if len(self.imgsz) > 1:
             c["imgsz"] = self.imgsz
@@ -116,8 +157,8 @@ def encode(spec: ArchSpec, space: SearchSpace, imgsz: int | None = None) -> dict
     """The encoding of `spec` in `space`; raises InputError when the spec is not a point of the space."""
     params: dict = {"stem": spec.backbone.stem_channels}
     bb = spec.backbone
-    for name, st in zip(STAGES, bb.stages):
-        ratio = next((r for r in space.hidden_ratios if _hidden(st.out_channels, r) == st.hidden_channels), None)
+    for i, (name, st) in enumerate(zip(STAGES, bb.stages)):
+        ratio = next((r for r in space.hidden_ratios[i] if _hidden(st.out_channels, r) == st.hidden_channels), None)
         params |= {f"{name}.width": st.out_channels, f"{name}.blocks": st.num_blocks, f"{name}.hidden": ratio,
                    f"{name}.concat": st.concat_intermediates}
     for name in NECK_STAGES:
