@@ -19,6 +19,7 @@ from yolonas.nas import (
     LatencyTable,
     SearchConfig,
     SearchSpace,
+    calibration_specs,
     contains,
     decode,
     encode,
@@ -28,6 +29,7 @@ from yolonas.nas import (
     sample,
     search,
     seeds,
+    spec_hash,
     spec_parts,
 )
 from yolonas.nas.latency import _export
@@ -103,6 +105,25 @@ def test_latency_table_hits_and_misses_by_key(tmp_path):
     classes = LatencyModel(LatencyTable(path), warmup=1, runs=2)
     classes.predict(spec, 64, 5)
     assert classes.table.misses == 1 and classes.table.hits == len(parts) - 1
+
+
+def test_calibration_fits_the_sum_of_parts_to_whole_networks_and_is_cached(tmp_path):
+    specs = calibration_specs(SMALL, seed=0)
+    assert len(specs) == 5 and len({spec_hash(s) for s in specs}) == 5 and all(contains(SMALL, s) for s in specs)
+    assert [spec_hash(s) for s in calibration_specs(SMALL, seed=0)] == [spec_hash(s) for s in specs]
+    assert len(calibration_specs(SearchSpace.around(yolo_nas_s()), n_random=2)) == 4
+    path = tmp_path / "lat.json"
+    lat = LatencyModel(LatencyTable(path), warmup=1, runs=3)
+    cal = lat.calibration(specs, 64, 3)
+    assert cal["n"] == 5 and cal["a"] > 0 and len(cal["whole"]) == 5 and all(w > 0 for w in cal["whole"])
+    # The fit is of the whole networks' times on the parts' sums.
+    a, b = fit_correction(cal["parts_sum"], cal["whole"])
+    assert (cal["a"], cal["b"]) == pytest.approx((a, b)) or cal["b"] == 0.0
+    again = LatencyModel(LatencyTable(path), warmup=1, runs=3)  # from disk, nothing measured
+    assert again.calibration(specs, 64, 3) == json.loads(json.dumps(cal)) and again.measured == 0
+    assert LatencyModel(LatencyTable(path), threads=1).target not in " ".join(again.table.calibrations)
+    with pytest.raises(InputError, match="at least 3 networks"):
+        LatencyModel(LatencyTable(tmp_path / "other.json")).calibration(specs[:2], 64, 3)
 
 
 def test_latency_model_rejects_bad_settings(tmp_path):
@@ -190,10 +211,13 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     model = yolonas.load(front[0]["spec_file"])  # each member's YAML is a spec that loads and trains
     assert model.spec.to_dict()["backbone"] == json.loads(json.dumps(model.spec.to_dict()["backbone"]))
     assert "measured_ms" in front[0] and result["latency_check"]["table"]["n"] == 1
+    cal = result["calibration"]["64"]  # the prediction is the calibrated sum of parts
+    assert cal["n"] == 5 and front[0]["latency_ms"] == pytest.approx(cal["a"] * front[0]["latency_sum_ms"] + cal["b"])
+    assert "calibrated" in (out / "front.md").read_text()
     # Resume: the same folder continues the stored study up to the new total.
     cfg.trials, cfg.measure_front = 4, 0
     again = search(cfg)
-    assert again["trials"] == 4 and again["trials_this_run"] == 1
+    assert again["trials"] == 4 and again["trials_this_run"] == 1 and again["calibration"] == result["calibration"]
     assert again["latency_table"]["hits"] > 0
     # A cap no trial meets: an empty front that says why, not a silent one.
     cfg.latency_cap, cfg.out = 1e-6, tmp_path / "runs" / "search" / "capped"

@@ -3,10 +3,11 @@
 from yolonas.nas.latency import LatencyModel, LatencyTable, Part, fit_correction, prediction_errors, spec_parts
 from yolonas.nas.proxies import PROXIES, meco, size_proxies
 from yolonas.nas.search import SearchConfig, search
-from yolonas.nas.space import SearchSpace, contains, decode, encode, sample, seeds, spec_hash
+from yolonas.nas.space import SearchSpace, calibration_specs, contains, decode, encode, sample, seeds, spec_hash
 
 __all__ = [
-    "PROXIES", "LatencyModel", "LatencyTable", "Part", "SearchConfig", "SearchSpace", "contains", "decode", "encode",
+    "PROXIES", "LatencyModel", "LatencyTable", "Part", "SearchConfig", "SearchSpace", "calibration_specs", "contains",
+    "decode", "encode",
     "fit_correction", "meco", "prediction_errors", "sample", "search", "seeds", "size_proxies", "spec_hash",
     "spec_parts",
 ]

@@ -18,7 +18,7 @@ from yolonas.arch.spec import ArchSpec
 from yolonas.errors import InputError
 from yolonas.nas.latency import LatencyModel, LatencyTable, prediction_errors
 from yolonas.nas.proxies import PROXIES, meco, size_proxies
-from yolonas.nas.space import SearchSpace, sample, seeds, spec_hash
+from yolonas.nas.space import SearchSpace, calibration_specs, sample, seeds, spec_hash
 
 
 @dataclass
@@ -44,6 +44,7 @@ class SearchConfig:
     train_images: int = 64  # first N training and N validation images for the brief training (data.yaml only)
     latency_table: Path | None = None  # default: runs/search/latency_table.json, shared by every search
     measure_front: int = 12  # front members re-measured end to end (0: none)
+    calibrate: bool = True  # fit whole ≈ a * sum of parts + b on a few networks measured whole, before searching
     runs: int = 15  # timed calls per latency measurement
     space: SearchSpace = field(default_factory=SearchSpace)
     progress: bool = True
@@ -106,6 +107,10 @@ def search(cfg: SearchConfig) -> dict:
         seeded = sorted(seeds(space).items(), key=lambda kv: _order(kv[0]))[: max(1, cfg.trials // 2)]
         for name, params in seeded:
             study.enqueue_trial(params, user_attrs={"seed": name})
+        study.set_user_attr("calibration", _calibrate(cfg, space, lat, len(names)))
+    # A resumed study keeps the calibration it started with, so that all its trials compare; one from before
+    # calibrations existed predicts by the raw sum.
+    calibration = study.user_attrs.get("calibration") or {str(s): {"a": 1.0, "b": 0.0, "n": 0} for s in space.imgsz}
     proxies: dict[str, dict] = {}
 
     def objective(trial) -> tuple[float, float]:
@@ -118,15 +123,18 @@ def search(cfg: SearchConfig) -> dict:
             proxies[key] = scores
         scores = proxies[key]
         latency = lat.predict(spec, imgsz, len(names))
+        cal = calibration[str(imgsz)]
+        total = cal["a"] * latency["total"] + cal["b"]
         trial.set_user_attr("spec", spec.to_dict())
         trial.set_user_attr("imgsz", imgsz)
-        trial.set_user_attr("latency_ms", latency["total"])
+        trial.set_user_attr("latency_ms", total)
+        trial.set_user_attr("latency_sum_ms", latency["total"])
         if cap is not None:  # feasible when <= 0: NSGA-II ranks infeasible trials behind every feasible one
-            trial.set_constraint("latency_cap", latency["total"] - cap)
+            trial.set_constraint("latency_cap", total - cap)
         trial.set_user_attr("latency_parts", {k: v for k, v in latency.items() if k != "total"})
         for k, v in scores.items():
             trial.set_user_attr(k, v)
-        return scores[cfg.proxy], latency["total"]
+        return scores[cfg.proxy], total
 
     done = sum(t.state.is_finished() for t in study.trials)
     todo = max(0, cfg.trials - done)
@@ -138,6 +146,7 @@ def search(cfg: SearchConfig) -> dict:
     front = _front(study, trials, cap)
     result = {"out": str(out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
               "space_size": space.size(), "target": lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
+              "calibration": calibration,
               "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
                                 "misses": table.misses},
               "load_average": list(_loadavg())}
@@ -170,6 +179,21 @@ def search(cfg: SearchConfig) -> dict:
     plot_front(trials, rows, out / "front.png", cfg.proxy, cap)
     (out / "search.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def _calibrate(cfg: SearchConfig, space: SearchSpace, lat: LatencyModel, num_classes: int) -> dict:
+    """Per input size, the (a, b) that turn a sum of parts into a whole-network prediction (cached in the table)."""
+    out = {}
+    specs = calibration_specs(space, seed=cfg.seed)
+    for size in space.imgsz:
+        if not cfg.calibrate or len(specs) < 3:  # a space of one or two networks: nothing to fit
+            out[str(size)] = {"a": 1.0, "b": 0.0, "n": 0}
+            continue
+        cal = lat.calibration(specs, size, num_classes)
+        out[str(size)] = {"a": cal["a"], "b": cal["b"], "n": cal["n"]}
+        print(f"search: latency at {size} px calibrated on {cal['n']} networks measured whole: whole = "
+              f"{cal['a']:.3f} x sum of parts {cal['b']:+.2f} ms", file=sys.stderr)
+    return out
 
 
 def _order(name: str) -> int:
@@ -236,7 +260,8 @@ def _row(t, rank: int) -> dict:
     bb, neck = spec.backbone, spec.neck
     return {
         "rank": rank, "trial": t.number, "name": spec.name, "seed": u.get("seed"), "imgsz": u["imgsz"],
-        "latency_ms": u["latency_ms"], "meco": u.get("meco"), "params": u["params"], "gflops": u["gflops"],
+        "latency_ms": u["latency_ms"], "latency_sum_ms": u.get("latency_sum_ms", u["latency_ms"]),
+        "meco": u.get("meco"), "params": u["params"], "gflops": u["gflops"],
         "stem": bb.stem_channels,
         "stages": "; ".join(f"{s.out_channels}/{s.num_blocks}x{s.hidden_channels}"
                             + ("c" if s.concat_intermediates else "") for s in bb.stages),
@@ -259,6 +284,7 @@ def _measure_front(rows: list[dict], specs: list[ArchSpec], lat: LatencyModel, n
     predicted = [r["latency_ms"] for r in rows]
     measured = [r["measured_ms"] for r in rows]
     check = {"table": prediction_errors(predicted, measured),
+             "raw_sum": prediction_errors([r["latency_sum_ms"] for r in rows], measured),
              "same_turns": prediction_errors([r["parts_now_ms"] for r in rows], measured),
              "load_average": list(_loadavg())}
     a, b = check["table"]["correction"]["a"], check["table"]["correction"]["b"]
@@ -345,8 +371,12 @@ def _subset_data(data: str, folder: Path, n: int, names: list[str]) -> str:
 def front_markdown(result: dict, proxy: str) -> str:
     """The Pareto front as a Markdown table, with the latency check and Kendall tau when present."""
     rows = result["front"]
+    cals = result.get("calibration") or {}
+    how = "; ".join(f"{size} px: whole = {c['a']:.3f} x sum {c['b']:+.2f} ms, fitted on {c['n']} networks measured "
+                    "whole" for size, c in cals.items() if c.get("n"))
     lines = [f"# Search front ({result['trials']} trials, {result['target']})", "",
-             f"Accuracy estimate: `{proxy}`; latency: sum of the parts' cached medians (ms). Stages: "
+             f"Accuracy estimate: `{proxy}`; latency (ms): the sum of the parts' cached medians"
+             + (f", calibrated ({how})" if how else "") + ". Stages: "
              "width/blocks x hidden (c = concatenated intermediates); neck: up1; up2; down1; down2.", ""]
     measured = any("measured_ms" in r for r in rows)
     trained = any("short_train_ap" in r for r in rows)
@@ -369,12 +399,13 @@ def front_markdown(result: dict, proxy: str) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     check = result.get("latency_check")
     if check:
-        t, s = check["table"], check["same_turns"]
+        t, s, raw = check["table"], check["same_turns"], check.get("raw_sum")
         lines += ["", f"Latency check on {t['n']} front members, measured end to end (export_onnx, decode included): "
-                  f"median error of the table's prediction {100 * t['raw_median']:.1f}% (max {100 * t['raw_max']:.1f}%)"
-                  + (f", after a linear correction (leave-one-out) {100 * t['corrected_loo_median']:.1f}%"
-                     if t["corrected_loo_median"] is not None else "")
-                  + f"; the parts re-measured in the same turns as the whole: {100 * s['raw_median']:.1f}%. "
+                  f"median error of the prediction {100 * t['raw_median']:.1f}% (max {100 * t['raw_max']:.1f}%)"
+                  + (f"; of the raw sum of parts {100 * raw['raw_median']:.1f}%" if raw and how else "")
+                  + (f"; after a linear correction fitted on the other front members (leave-one-out) "
+                     f"{100 * t['corrected_loo_median']:.1f}%" if t["corrected_loo_median"] is not None else "")
+                  + f"; the raw parts re-measured in the same turns as the whole: {100 * s['raw_median']:.1f}%. "
                   f"Load average at the end: {', '.join(f'{x:.1f}' for x in check['load_average'])}."]
     st = result.get("short_training")
     if st:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -223,3 +224,20 @@ def seeds(space: SearchSpace) -> dict[str, dict]:
         if contains(space, spec):
             out[name] = encode(spec, space, space.imgsz[0])
     return out
+
+
+def calibration_specs(space: SearchSpace, n_random: int = 3, seed: int = 0) -> list[ArchSpec]:
+    """Distinct networks of `space` to calibrate the latency sum on: its lower- and upper-quartile corners (every
+    knob at a quarter and three quarters of its choices) and up to `n_random` random points, to span its range."""
+    choices = space.choices()
+    rng = random.Random(seed)
+    specs: dict[str, ArchSpec] = {}
+    for q in (0.25, 0.75):
+        spec = decode({k: v[round(q * (len(v) - 1))] for k, v in choices.items()})
+        specs.setdefault(spec_hash(spec), spec)
+    for _ in range(20 * n_random):  # a small space may hold fewer distinct points than asked for
+        if len(specs) >= 2 + n_random:
+            break
+        spec = decode({k: rng.choice(v) for k, v in choices.items()})
+        specs.setdefault(spec_hash(spec), spec)
+    return list(specs.values())
