@@ -58,7 +58,8 @@ def train_job(args) -> None:
 
 
 def train_all(args, models: list[str], seeds: list[str]) -> list[dict]:
-    pending = [(m, s) for s in seeds for m in models]  # seed-major: a cut-short run has every model's first seeds
+    # seed-major: a cut-short run has every model's first seeds
+    pending = [] if args.report_only else [(m, s) for s in seeds for m in models]
     running: list[tuple[subprocess.Popen, object]] = []
     root = Path(args.project)
     root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,9 @@ def train_all(args, models: list[str], seeds: list[str]) -> list[dict]:
     for m in models:
         for s in seeds:
             p = root / f"{model_name(m)}_s{s}.json"
-            runs.append(json.loads(p.read_text()) if p.is_file() else {"model": m, "seed": int(s), "AP": None})
+            # Keyed by the name as given now: a spec may have been copied elsewhere since it trained.
+            runs.append({**json.loads(p.read_text()), "model": m} if p.is_file() else
+                        {"model": m, "seed": int(s), "AP": None})
     return runs
 
 
@@ -118,7 +121,8 @@ def summarise(models: list[str], runs: list[dict]) -> dict:
     return out
 
 
-def verdicts(models: list[str], summary: dict, lat: dict) -> list[dict]:
+def verdicts(models: list[str], summary: dict, lat: dict, imgsz: int) -> list[dict]:
+    """Per searched model and target at the training size (AP was measured there only)."""
     base = summary[models[0]]
     found = []
     for i, m in enumerate(models[1:], start=1):
@@ -128,6 +132,8 @@ def verdicts(models: list[str], summary: dict, lat: dict) -> list[dict]:
         spread = max(s["sd"], base["sd"])
         d_ap = s["mean"] - base["mean"]
         for target, t in lat.items():
+            if t.get("imgsz", imgsz) != imgsz:
+                continue
             r = t["ratio"][i]
             faster = r < 0.95 and d_ap >= -spread
             better = d_ap > spread and r <= 1.05
@@ -154,16 +160,19 @@ def write(args, result: dict) -> None:
         cells = [model_name(m), f"{result['size'][m]['params']:.2f}", f"{result['size'][m]['gflops']:.1f}"]
         cells += [f"{t['ms'][i]:.1f} (x{t['ratio'][i]:.2f})" for t in lat.values()]
         seeds = [f"{r['AP']:.3f}" for r in result["runs"] if r["model"] == m and r.get("AP") is not None]
-        cells += [f"{sm['mean']:.3f} ± {sm['sd']:.3f}" if sm["n"] else "-",
+        cells += [(f"{sm['mean']:.3f} ± {sm['sd']:.3f}" if sm["n"] > 1 else f"{sm['mean']:.3f} (1 seed)")
+                  if sm["n"] else "-",
                   f"{sm['ap50']:.3f}" if sm["n"] else "-", ", ".join(seeds)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for v in result.get("verdicts", []):
-        what = ("faster at equal or better AP" if v["faster_at_equal_ap"] else
-                "more accurate beyond the seed spread at equal or lower latency"
-                if v["more_accurate_at_equal_latency"] else "neither faster at equal AP nor more accurate")
+        what = " and ".join(w for w, ok in (("faster at equal or better AP", v["faster_at_equal_ap"]),
+                                             ("more accurate beyond the seed spread at equal or lower latency",
+                                              v["more_accurate_at_equal_latency"])) if ok
+                           ) or "neither faster at equal AP nor more accurate"
         lines.append(f"- {model_name(v['model'])} on {v['target']}: latency x{v['latency_ratio']:.2f}, AP "
                      f"{v['ap_diff']:+.3f} (spread {v['spread']:.3f}): **{what}**.")
+    lines += [f"\n{n}" for n in result.get("notes", [])]
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in result["commands"]), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
@@ -189,6 +198,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10, help="timed calls per model and block")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latency-only", action="store_true", help="re-time the models of the report at --out")
+    ap.add_argument("--report-only", action="store_true", help="report the (model, seed) runs already finished in "
+                    "--project, training none")
+    ap.add_argument("--note", help="a paragraph for the report (how the runs were made, what to read into them)")
     ap.add_argument("--project", default="runs/nas_vs_s")
     ap.add_argument("--out", default=str(RESULTS / "nas_vs_s_aquarium"))
     ap.add_argument("--job", action="store_true", help=argparse.SUPPRESS)
@@ -225,7 +237,9 @@ def main() -> None:
     result["summary"] = summarise(models, result["runs"])
     lat = result.setdefault("latency", {})
     lat.update(latency(models, targets, s["imgsz"], classes, args.blocks, args.runs, args.threads))
-    result["verdicts"] = verdicts(models, result["summary"], lat)
+    result["verdicts"] = verdicts(models, result["summary"], lat, s["imgsz"])
+    if args.note:
+        result.setdefault("notes", []).append(args.note)
     write(args, result)
     print(Path(args.out).with_suffix(".md").read_text())
 

@@ -218,6 +218,8 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     cfg.trials, cfg.measure_front = 4, 0
     again = search(cfg)
     assert again["trials"] == 4 and again["trials_this_run"] == 1 and again["calibration"] == result["calibration"]
+    assert sorted(p.name for p in (out / "specs").glob("*.yaml")) == sorted(
+        f"{r['rank']:02d}_{r['name']}.yaml" for r in again["front"])  # only the current front's specs
     assert again["latency_table"]["hits"] > 0
     # A cap no trial meets: an empty front that says why, not a silent one.
     cfg.latency_cap, cfg.out = 1e-6, tmp_path / "runs" / "search" / "capped"

@@ -162,6 +162,8 @@ def search(cfg: SearchConfig) -> dict:
         result["latency_check"] = _measure_front(rows[: cfg.measure_front], specs, lat, len(names))
         result["measure_s"] = time.perf_counter() - t1
     (out / "specs").mkdir(exist_ok=True)
+    for old in (out / "specs").glob("*.yaml"):  # a resumed run's front replaces the earlier one
+        old.unlink()
     for row, t in zip(rows, front):
         spec = ArchSpec.from_dict(t.user_attrs["spec"])
         path = out / "specs" / f"{row['rank']:02d}_{spec.name}.yaml"
