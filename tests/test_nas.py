@@ -262,12 +262,13 @@ def test_short_training_records_ap_and_training_loss(coco128, tmp_path):
     out = tmp_path / "runs" / "search" / "short"
     cfg = SearchConfig(data=str(coco128 / "data.yaml"), out=out, imgsz=(64,), trials=2, population=2, runs=2,
                        measure_front=0, space=SMALL, progress=False, latency_table=tmp_path / "lat.json",
-                       train_top=1, train_epochs=1, train_imgsz=64, train_images=4)
+                       train_top=1, train_epochs=1, train_imgsz=64, train_images=4, proxy="params")
     result = search(cfg)
     trained = [r for r in result["front"] if "short_train_ap" in r]
     assert len(trained) == 1 and 0 < trained[0]["short_train_loss"] < 100
     assert result["short_training"]["trained"] == [trained[0]["name"]]
     assert set(result["short_training"]["kendall_tau_loss"]) == {"meco", "params", "gflops", "latency_ms"}
+    assert trained[0]["meco"] is not None  # scored for the ranking even when the search used another proxy
     assert "short-train loss" in (out / "front.md").read_text()
 
 

@@ -173,6 +173,9 @@ def search(cfg: SearchConfig) -> dict:
         path.write_text(header + spec.to_yaml())
         row["spec_file"] = str(path)
     if cfg.train_top and rows:
+        if cfg.proxy != "meco":  # so that the short training ranks the training-free proxy too
+            for row, t in zip(rows, front):
+                row["meco"] = meco(ArchSpec.from_dict(t.user_attrs["spec"]), images, len(names))
         t2 = time.perf_counter()
         result["short_training"] = _short_training(rows, cfg, out, names)
         result["train_s"] = time.perf_counter() - t2
