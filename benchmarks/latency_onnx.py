@@ -4,12 +4,15 @@ Runtime, and (when its venv exists) Ultralytics' YOLOv8s through its own ONNX ex
 End to end = letterbox of an already decoded image + forward + decode + NMS + boxes back to the image, on
 real coco128 images, batch 1, 640, 2 threads. The three take turns block by block; each cell is the median
 over blocks of the per-block medians, and ratios are medians of per-block ratios. Random weights (speed does
-not depend on them). Writes benchmarks/results/latency_onnx_cpu.{json,md}.
+not depend on them). Then the forward passes alone, eager against ONNX Runtime, interleaved, and ONNX
+Runtime's own profile of where its forward time goes (per op type), with the arithmetic rate it reaches.
+Writes benchmarks/results/latency_onnx_cpu.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import subprocess
@@ -17,18 +20,43 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from _common import REPO, RESULTS, datasets_root, machine, predict_block, ratio_median
+from _common import REPO, RESULTS, datasets_root, interleaved, machine, predict_block, ratio_median
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
+from yolonas.arch.summary import summarize
 from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
 from yolonas.deploy.export import export_onnx
 from yolonas.errors import InputError
-from yolonas.infer import Predictor, read_image
+from yolonas.infer import Predictor, letterbox_batch, read_image
 
 PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
 PEER_SCRIPT = REPO / "benchmarks" / "peers" / "ultralytics_bench.py"
+
+
+def ort_profile(onnx_path: Path, x: np.ndarray, threads: int, runs: int = 10) -> dict[str, float]:
+    """ms per forward spent in each ONNX Runtime op type (its own profiler, after the graph optimisations)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(onnx_path.with_suffix(""))
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: x})
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for event in json.loads(Path(session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_node[(event["args"]["op_name"], event["name"])].append(event["dur"] / 1e3)
+    # each node's median over the runs, so the first (cold) run does not count
+    per_op: collections.Counter = collections.Counter()
+    for (op, _), durations in per_node.items():
+        per_op[op] += statistics.median(durations)
+    return dict(per_op.most_common())
 
 
 def main() -> None:
@@ -85,10 +113,24 @@ def main() -> None:
         if peer is not None:
             peer.stdin.close()
             peer.wait(timeout=60)
+        # The forward passes alone (decode included: it is in the exported graph), on one letterboxed image.
+        x = letterbox_batch(images[:1], model.preprocessing)[0]
+        # Block by block, not run by run: ORT's worker threads spin for a while after each run, which would
+        # slow a torch run started right after one.
+        forward: dict[str, list[float]] = {"torch_fused": [], "onnxruntime": []}
+        for _ in range(args.blocks):
+            for name, backend in (("torch_fused", eager.backend), ("onnxruntime", ort.backend)):
+                forward[name].append(statistics.median(interleaved({name: lambda b=backend: b(x)}, 1, args.runs)
+                                                       [name]))
+        profile = ort_profile(onnx_path, x.numpy(), args.threads)
+    gflops = summarize(build(yolo_nas_s()), 640)["gflops_fused"]
     result = {
         "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),
         "medians_ms": {k: statistics.median(v) for k, v in rows.items() if v},
         "torch_over_ort": ratio_median(rows["torch_fused"], rows["onnxruntime"]),
+        "forward_ms": {k: statistics.median(v) for k, v in forward.items()},
+        "forward_torch_over_ort": ratio_median(forward["torch_fused"], forward["onnxruntime"]),
+        "gflops_fused": gflops, "ort_profile_ms": profile,
         "command": "python " + " ".join(sys.argv), "blocks_ms": rows, "peer_blocks": peer_blocks,
     }
     if rows["openvino"]:
@@ -109,6 +151,14 @@ def main() -> None:
     if "ours_ort_over_yolov8s_ort" in result:
         lines.append(f"- yolo_nas_s ORT / YOLOv8s ORT (Ultralytics' own export and predictor): "
                      f"x{result['ours_ort_over_yolov8s_ort']:.2f} (target <= 1.15)")
+    fwd, total = result["forward_ms"], sum(profile.values())
+    lines += ["", "Forward only (network + box decode, one letterboxed image, interleaved): eager "
+              f"{fwd['torch_fused']:.0f} ms, ONNX Runtime {fwd['onnxruntime']:.0f} ms, "
+              f"x{result['forward_torch_over_ort']:.2f}. ONNX Runtime's profile of its forward "
+              f"({total:.0f} ms in kernels): " + ", ".join(f"{op} {ms / total:.1%}" for op, ms in
+                                                          list(profile.items())[:4]) +
+              f"; {gflops:.1f} GFLOPs (fused) in {fwd['onnxruntime']:.0f} ms is "
+              f"{gflops / fwd['onnxruntime'] * 1e3:.0f} GFLOP/s on {args.threads} threads."]
     lines += ["", f"Command: `{result['command']}`", ""]
     Path(args.out + ".md").write_text("\n".join(lines))
     print("\n".join(lines))
