@@ -12,7 +12,6 @@ Writes benchmarks/results/latency_onnx_cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import statistics
 import subprocess
@@ -20,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from _common import REPO, RESULTS, datasets_root, interleaved, machine, predict_block, ratio_median
@@ -31,32 +29,10 @@ from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
 from yolonas.deploy.export import export_onnx
 from yolonas.errors import InputError
 from yolonas.infer import Predictor, letterbox_batch, read_image
+from yolonas.quant.sensitivity import profile_ops
 
 PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
 PEER_SCRIPT = REPO / "benchmarks" / "peers" / "ultralytics_bench.py"
-
-
-def ort_profile(onnx_path: Path, x: np.ndarray, threads: int, runs: int = 10) -> dict[str, float]:
-    """ms per forward spent in each ONNX Runtime op type (its own profiler, after the graph optimisations)."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(onnx_path.with_suffix(""))
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(runs):
-        session.run(None, {name: x})
-    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
-    for event in json.loads(Path(session.end_profiling()).read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_node[(event["args"]["op_name"], event["name"])].append(event["dur"] / 1e3)
-    # each node's median over the runs, so the first (cold) run does not count
-    per_op: collections.Counter = collections.Counter()
-    for (op, _), durations in per_node.items():
-        per_op[op] += statistics.median(durations)
-    return dict(per_op.most_common())
 
 
 def main() -> None:
@@ -122,7 +98,7 @@ def main() -> None:
             for name, backend in (("torch_fused", eager.backend), ("onnxruntime", ort.backend)):
                 forward[name].append(statistics.median(interleaved({name: lambda b=backend: b(x)}, 1, args.runs)
                                                        [name]))
-        profile = ort_profile(onnx_path, x.numpy(), args.threads)
+        profile = profile_ops(onnx_path, x.numpy(), runs=10, threads=args.threads)
     gflops = summarize(build(yolo_nas_s()), 640)["gflops_fused"]
     result = {
         "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),

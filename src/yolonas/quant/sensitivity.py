@@ -143,9 +143,8 @@ def _conv_keys(model: str | Path) -> dict[str, str]:
     return keys
 
 
-def profile_layers(model, batch: np.ndarray, runs: int = 5, threads: int = 2) -> tuple[dict[str, float], float]:
-    """(ms per run of each node, total ms per run of all nodes) from onnxruntime's profiler, node names as the
-    profiler reports them (see _conv_keys)."""
+def _kernel_events(model, batch: np.ndarray, runs: int, threads: int) -> list[dict]:
+    """onnxruntime's profiler events of each node's kernel over `runs` timed runs (after one warm-up run)."""
     with tempfile.TemporaryDirectory(prefix="yolonas-prof-") as tmp:
         session = _session(model, threads, profile=str(Path(tmp) / "prof"))
         x = batch[:1]
@@ -156,13 +155,27 @@ def profile_layers(model, batch: np.ndarray, runs: int = 5, threads: int = 2) ->
         events = json.loads(Path(session.end_profiling()).read_text())
     runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     first_timed = runs_seen[1]["ts"] if len(runs_seen) > 1 else 0
+    return [e for e in events
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed]
+
+
+def profile_layers(model, batch: np.ndarray, runs: int = 5, threads: int = 2) -> tuple[dict[str, float], float]:
+    """(ms per run of each node, total ms per run of all nodes) from onnxruntime's profiler, node names as the
+    profiler reports them (see _conv_keys)."""
     per_node: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < first_timed:
-            continue
+    for e in _kernel_events(model, batch, runs, threads):
         node = re.sub(r"(_token_\d+)?_kernel_time$", "", e["name"]).removesuffix("_nchwc")
         per_node[node] = per_node.get(node, 0.0) + e["dur"] / 1e3 / runs
     return per_node, sum(per_node.values())
+
+
+def profile_ops(model, batch: np.ndarray, runs: int = 5, threads: int = 2) -> dict[str, float]:
+    """ms per run spent in each op type (Conv, Concat, ...) after onnxruntime's graph optimisations, largest first."""
+    per_op: dict[str, float] = {}
+    for e in _kernel_events(model, batch, runs, threads):
+        op = e["args"]["op_name"]
+        per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass
