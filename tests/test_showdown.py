@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
+from yolonas.arch.model import build
+from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.data import make_synthetic_dataset
+from yolonas.deploy.export import export_onnx
 from yolonas.errors import InputError
 from yolonas.showdown import (
     INSTALL_HINT,
@@ -17,6 +21,7 @@ from yolonas.showdown import (
     pareto,
     peer_predictions_to_coco,
     run_showdown,
+    time_together,
     write_report,
 )
 
@@ -45,6 +50,7 @@ def test_tiny_showdown_writes_table_plot_json_and_v8_install_hint(tiny_data, tmp
     assert 0.0 <= ours["AP"] <= 1.0 and 0.0 <= ours["AP_int8"] <= 1.0
     assert ours["params"] > 0 and ours["gflops"] > 0
     assert ours["latency_fp32_ms"] > 0 and ours["latency_int8_ms"] > 0
+    assert ours["latency_timed_with"] == ["yolo_nas_tiny"]  # re-timed after the last model, with every finished one
     assert (run / "yolo_nas_tiny" / "model_int8.onnx").is_file()
     assert peer["status"] == "missing" and INSTALL_HINT in peer["message"]
     table = (run / "showdown.md").read_text()
@@ -78,6 +84,26 @@ def test_report_merges_per_model_files_written_by_separate_calls(tmp_path):
     (tmp_path / "yolov8m.json").write_text(json.dumps(other))
     write_report(tmp_path)
     assert "WARNING: yolov8m ran with other settings" in (tmp_path / "showdown.md").read_text()
+
+
+def test_latencies_are_retaken_side_by_side_and_a_mixed_table_is_flagged(tmp_path):
+    torch.manual_seed(0)
+    onnx = export_onnx(build(yolo_nas_tiny()).eval(), tmp_path / "tiny.onnx", image_size=(64, 64))
+    # as left by two separate calls: each timed alone, long ago, at different machine load
+    (tmp_path / "yolov8s.json").write_text(json.dumps(_row("yolov8s", "YOLOv8", 0.30, 999.0, onnx_fp32=str(onnx),
+                                                           latency_timed_with=["yolov8s"])))
+    (tmp_path / "yolo_nas_s.json").write_text(json.dumps(_row("yolo_nas_s", "YOLO-NAS", 0.32, 1.0,
+                                                              onnx_fp32=str(onnx), latency_timed_with=["yolo_nas_s"])))
+    write_report(tmp_path)
+    assert "not all timed together" in (tmp_path / "showdown.md").read_text()
+    cfg = ShowdownConfig(data="d", imgsz=64, threads=1, latency_runs=3)
+    assert time_together(tmp_path, cfg) == ["yolo_nas_s", "yolov8s"]
+    rows = write_report(tmp_path)["rows"]
+    # the same file timed side by side: the stale 999 ms and 1 ms are gone, and the two agree
+    lat = [r["latency_fp32_ms"] for r in rows]
+    assert 999.0 not in lat and 1.0 not in lat and max(lat) / min(lat) < 5
+    assert all(r["latency_timed_with"] == ["yolo_nas_s", "yolov8s"] for r in rows)
+    assert "not all timed together" not in (tmp_path / "showdown.md").read_text()
 
 
 def test_report_of_an_empty_folder_is_an_input_error(tmp_path):

@@ -104,16 +104,14 @@ def epochs_for_budget(budget_s: float, spent_s: float, train_s: list[float], aft
 
 def onnx_latency(files: dict[str, Path], imgsz: int, threads: int, runs: int = 20, warmup: int = 3,
                  blocks: int = 3) -> dict[str, float]:
-    """Median ms of a bare ONNX Runtime `session.run` per file on one 1x3xHxW float input, the files taking
-    turns run by run so that machine noise hits them alike; the median is over block medians."""
+    """Median ms of a bare ONNX Runtime `session.run` per file on one 1x3xHxW float input: the files take turns
+    block by block so that machine noise hits them alike; the median is over block medians."""
     import onnxruntime as ort  # noqa: PLC0415 - the onnx extra
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # The sessions take turns: a session's workers spinning after its run would slow the next one (22% measured).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     sessions = {}
     for key, path in files.items():
@@ -125,15 +123,41 @@ def onnx_latency(files: dict[str, Path], imgsz: int, threads: int, runs: int = 2
     medians: dict[str, list[float]] = {k: [] for k in sessions}
     per_block = max(1, runs // blocks)
     for _ in range(blocks):
-        samples: dict[str, list[float]] = {k: [] for k in sessions}
-        for _ in range(per_block):
-            for key, (session, name) in sessions.items():
+        for key, (session, name) in sessions.items():
+            # Turns of whole blocks, one untimed run first: the previous session's ORT workers keep spinning for
+            # a while after its run, and a run started then is slowed (x1.2 at 640 px, x1.8 at 320 measured).
+            session.run(None, {name: x})
+            samples = []
+            for _ in range(per_block):
                 t0 = time.perf_counter()
                 session.run(None, {name: x})
-                samples[key].append((time.perf_counter() - t0) * 1e3)
-        for key, s in samples.items():
-            medians[key].append(statistics.median(s))
+                samples.append((time.perf_counter() - t0) * 1e3)
+            medians[key].append(statistics.median(samples))
     return {key: statistics.median(m) for key, m in medians.items()}
+
+
+def time_together(run: Path, cfg: ShowdownConfig) -> list[str]:
+    """Re-time the ONNX files of every finished model in the folder in one interleaved loop, so that the table
+    compares latencies taken side by side on this machine, not each after its own training; the models timed."""
+    rows = [r for r in load_rows(run) if r["status"] == "ok" and Path(r.get("onnx_fp32", "")).is_file()]
+    files = {}
+    for r in rows:
+        files[(r["model"], "fp32")] = Path(r["onnx_fp32"])
+        if r.get("onnx_int8") and Path(r["onnx_int8"]).is_file():
+            files[(r["model"], "int8")] = Path(r["onnx_int8"])
+    if not files:
+        return []
+    from yolonas.deploy.benchmark import cpu_name  # noqa: PLC0415
+
+    threads = _threads(cfg)
+    latency = onnx_latency({f"{m}:{k}": f for (m, k), f in files.items()}, cfg.imgsz, threads,
+                           max(cfg.latency_runs, 5 * len(files)), blocks=max(3, len(files)))
+    timed = [r["model"] for r in rows]
+    for r in rows:
+        r.update({f"latency_{k}_ms": latency[f"{m}:{k}"] for (m, k) in files if m == r["model"]})
+        r.update({"threads": threads, "latency_timed_with": timed, "latency_machine": cpu_name()})
+        _save_row(r, run / f"{r['model']}.json")
+    return timed
 
 
 # ------------------------------------------------------------------------------------------------ our models
@@ -379,6 +403,8 @@ def run_showdown(cfg: ShowdownConfig) -> dict:
     for model in todo:
         row = run_model(model, cfg, epochs, run / model)
         _save_row(row, run / f"{model}.json")
+    if todo:
+        time_together(run, cfg)
     return write_report(run, cfg.command)
 
 
@@ -501,7 +527,8 @@ def write_report(run: Path, command: str = "") -> dict:
         "the same ground truth, from COCO-format detections at score > 0.01, at most 300 per image, IoU 0.7 "
         "per-class multi-label NMS (Ultralytics' val settings for YOLOv8, ours for YOLO-NAS).",
         "Latency: median ms of a bare ONNX Runtime session.run (batch 1, float input, no NMS) of each family's own "
-        "ONNX export, all files timed by the same loop in one process, interleaved.",
+        "ONNX export, all files timed together by the same loop in one process, taking turns block by block, "
+        "after the last model of the call finished.",
         "INT8: post-training static quantization with onnxruntime, the same recipe for both: QDQ, int8 per-channel "
         "symmetric weights, uint8 per-tensor activations, percentile 99.99 calibration on the same train images; "
         "Conv/Add/Concat/MaxPool/Relu nodes of the network quantized, the box decode left float.",
@@ -512,6 +539,11 @@ def write_report(run: Path, command: str = "") -> dict:
     if attempts:
         notes.append(f"The Ultralytics child tried to reach the network {len(attempts)} time(s), refused by its audit "
                      f"hook (it ran offline): {'; '.join(sorted(set(attempts)))}.")
+    timed = {tuple(r.get("latency_timed_with") or ()) for r in rows if r["status"] == "ok"}
+    if len(timed) > 1:
+        notes.append("WARNING: the latencies were not all timed together (" + "; ".join(
+            f"{r['model']}: with {', '.join(r.get('latency_timed_with') or ['itself'])}" for r in rows
+            if r["status"] == "ok") + "): compare them with care.")
     if len(epochs) > 1:
         notes.append(f"WARNING: the models trained for different epochs ({epochs}).")
     s = settings[0]
