@@ -221,6 +221,12 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     assert sorted(p.name for p in (out / "specs").glob("*.yaml")) == sorted(
         f"{r['rank']:02d}_{r['name']}.yaml" for r in again["front"])  # only the current front's specs
     assert again["latency_table"]["hits"] > 0
+    # A cap relative to a reference network: x1.0 of the first member is exactly its calibrated prediction.
+    cfg.latency_cap_ratio, cfg.reference = 1.0, model.spec
+    relative = search(cfg)
+    assert relative["latency_cap_ms"] == pytest.approx(front[0]["latency_ms"])
+    assert relative["front"] and all(r["latency_ms"] <= relative["latency_cap_ms"] + 1e-9 for r in relative["front"])
+    cfg.latency_cap_ratio = cfg.reference = None
     # A cap no trial meets: an empty front that says why, not a silent one.
     cfg.latency_cap, cfg.out = 1e-6, tmp_path / "runs" / "search" / "capped"
     capped = search(cfg)
@@ -232,7 +238,9 @@ def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     for args, message in ((["--imgsz", "100"], "multiple of 32"), (["--trials", "0"], "--trials"),
-                          (["--latency-cap", "-3"], "--latency-cap"), (["--backend", "tflite"], "tflite"),
+                          (["--latency-cap", "-3"], "--latency-cap"),
+                          (["--latency-cap", "30", "--latency-cap-ratio", "0.8"], "--latency-cap-ratio"),
+                          (["--backend", "tflite"], "tflite"),
                           (["--imgsz", "big"], "--imgsz"), (["--train-top", "2", "--train-imgsz", "100"],
                                                               "--train-imgsz")):
         result = runner.invoke(app, ["search", "--data", str(coco128 / "data.yaml"), *args])

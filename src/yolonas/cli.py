@@ -552,6 +552,8 @@ def search(
     imgsz: Annotated[str, typer.Option("--imgsz", help="Input size, or several comma-separated to search.")] = "320",
     trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest).")] = 40,
     latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,
+    latency_cap_ratio: Annotated[float | None, typer.Option("--latency-cap-ratio", help="Max predicted latency as a "
+                                 "fraction of --around's (else yolo_nas_s's) at the largest --imgsz.")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads of the latency target.")] = 2,
     proxy: Annotated[str, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops.")] = "meco",
     around: Annotated[str | None, typer.Option("--around", help="Search only the neighbourhood of this model (a "
@@ -581,9 +583,11 @@ def search(
     except ValueError:
         raise InputError(f"--imgsz {imgsz!r}: expected an integer or comma-separated integers (320 or 256,320)"
                          ) from None
-    space = SearchSpace.around(load(around).spec, around_steps, sizes) if around else SearchSpace(imgsz=sizes)
+    reference = load(around).spec if around else None
+    space = SearchSpace.around(reference, around_steps, sizes) if around else SearchSpace(imgsz=sizes)
     cfg = SearchConfig(data=data, out=run_dir("search", name), space=space, backend=backend, device=device,
                        precision=precision, imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads,
+                       latency_cap_ratio=latency_cap_ratio, reference=reference,
                        proxy=proxy,
                        population=population, seed=seed, train_top=train_top, train_epochs=train_epochs,
                        train_imgsz=train_imgsz, train_images=train_images,

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from yolonas.arch.model import Preprocessing
-from yolonas.arch.spec import ArchSpec
+from yolonas.arch.spec import ArchSpec, yolo_nas_s
 from yolonas.errors import InputError
 from yolonas.nas.latency import LatencyModel, LatencyTable, prediction_errors
 from yolonas.nas.proxies import PROXIES, meco, size_proxies
@@ -33,6 +33,9 @@ class SearchConfig:
     imgsz: tuple[int, ...] = (320,)
     trials: int = 40  # in total: a resumed study runs only the missing ones
     latency_cap: float | None = None  # ms, on the predicted latency
+    # or a fraction of `reference`'s predicted latency at the largest searched size: machines drift, ratios less
+    latency_cap_ratio: float | None = None
+    reference: ArchSpec | None = None  # what the ratio refers to (default: yolo_nas_s)
     threads: int = 2
     proxy: str = "meco"
     proxy_imgsz: int = 192  # MeCo's input size (at most imgsz): the score only needs a few feature maps
@@ -55,6 +58,9 @@ def _check(cfg: SearchConfig) -> None:
         raise InputError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.latency_cap is not None and cfg.latency_cap <= 0:
         raise InputError(f"--latency-cap must be a positive number of ms, got {cfg.latency_cap}")
+    if cfg.latency_cap_ratio is not None and (cfg.latency_cap_ratio <= 0 or cfg.latency_cap is not None):
+        raise InputError(f"--latency-cap-ratio {cfg.latency_cap_ratio}: give a positive fraction, and not together "
+                         "with --latency-cap")
     if cfg.proxy not in PROXIES:
         raise InputError(f"unknown accuracy proxy {cfg.proxy!r}: expected one of {', '.join(PROXIES)}")
     for s in cfg.imgsz:
@@ -111,6 +117,14 @@ def search(cfg: SearchConfig) -> dict:
     # A resumed study keeps the calibration it started with, so that all its trials compare; one from before
     # calibrations existed predicts by the raw sum.
     calibration = study.user_attrs.get("calibration") or {str(s): {"a": 1.0, "b": 0.0, "n": 0} for s in space.imgsz}
+    if cfg.latency_cap_ratio is not None:
+        reference = cfg.reference or yolo_nas_s()
+        size = max(space.imgsz)
+        cal = calibration[str(size)]
+        ref_ms = cal["a"] * lat.predict(reference, size, len(names))["total"] + cal["b"]
+        cap = cfg.latency_cap_ratio * ref_ms
+        print(f"search: latency cap x{cfg.latency_cap_ratio:g} of {reference.name} ({ref_ms:.2f} ms predicted at "
+              f"{size} px) = {cap:.2f} ms", file=sys.stderr)
     proxies: dict[str, dict] = {}
 
     def objective(trial) -> tuple[float, float]:
@@ -146,6 +160,8 @@ def search(cfg: SearchConfig) -> dict:
     front = _front(study, trials, cap)
     result = {"out": str(out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
               "space_size": space.size(), "target": lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
+              "latency_cap_ratio": cfg.latency_cap_ratio,
+              "latency_reference": (cfg.reference or yolo_nas_s()).name if cfg.latency_cap_ratio else None,
               "calibration": calibration,
               "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
                                 "misses": table.misses},
@@ -212,7 +228,8 @@ def _loadavg() -> tuple[float, float, float]:
 
 
 def _plain_cfg(cfg: SearchConfig) -> dict:
-    d = {k: v for k, v in cfg.__dict__.items() if k != "space"}
+    d = {k: v for k, v in cfg.__dict__.items() if k not in ("space", "reference")}
+    d["reference"] = cfg.reference.to_dict() if cfg.reference is not None else None
     d["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.space.__dict__.items()}
     return json.loads(json.dumps(d, default=str))
 
