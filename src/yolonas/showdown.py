@@ -164,7 +164,7 @@ def time_together(run: Path, cfg: ShowdownConfig) -> list[str]:
 
 
 def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int) -> dict:
-    """Train, evaluate (fp32 and INT8), count and time one of our models; its row."""
+    """Train, evaluate (fp32 and INT8) and count one of our models; its row (time_together times it)."""
     import torch  # noqa: PLC0415
 
     from yolonas.arch.summary import summarize  # noqa: PLC0415
@@ -204,19 +204,16 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
     onnx_fp32 = export_onnx(net.cpu(), out / "model_fp32.onnx", batch=1)
     row = {"AP": fp32.AP, "AP50": fp32.AP50, "APs": fp32.APs, "APm": fp32.APm, "APl": fp32.APl,
            "params": stats["params_fused"], "gflops": stats["gflops_fused"], "onnx_fp32": str(onnx_fp32)}
-    files = {"fp32": onnx_fp32}
     if cfg.int8:
         q = quantize(str(onnx_fp32), cfg.data, out / "quant", output=out / "model_int8.onnx", split=cfg.train_split,
                      mode="ptq", calib_images=cfg.calib_images, val_images=0, seed=cfg.seed, threads=threads)
-        files["int8"] = Path(q["output"])
-        predictor = Predictor(load_backend(files["int8"], threads=threads), nms=VAL_NMS, batch_size=1)
+        onnx_int8 = Path(q["output"])
+        predictor = Predictor(load_backend(onnx_int8, threads=threads), nms=VAL_NMS, batch_size=1)
         int8 = validate(predictor, dataset, batch_size=1, save_predictions=out / "pred_int8.json")
-        row.update({"AP_int8": int8.AP, "AP50_int8": int8.AP50, "onnx_int8": str(files["int8"]),
+        row.update({"AP_int8": int8.AP, "AP50_int8": int8.AP50, "onnx_int8": str(onnx_int8),
                     "int8_recipe": "yolonas.quant PTQ: QDQ, int8 per-channel symmetric weights, uint8 per-tensor "
                                    f"activations, percentile 99.99 on {cfg.calib_images} train images (seed "
                                    f"{cfg.seed})"})
-    latency = onnx_latency(files, cfg.imgsz, threads, cfg.latency_runs)
-    row.update({f"latency_{k}_ms": v for k, v in latency.items()})
     row.update({"epochs": epochs, "train_s": train_s, "after_s": time.perf_counter() - t1, "device": device,
                 "recipe": cfg.recipe})
     return row
@@ -292,7 +289,7 @@ def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], 
 
 
 def _peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, python: Path) -> dict:
-    """Run the Ultralytics child for one YOLOv8 model, then score its predictions and time its files here."""
+    """Run the Ultralytics child for one YOLOv8 model, then score its predictions here (time_together times it)."""
     from yolonas.eval.coco import coco_metrics  # noqa: PLC0415
     from yolonas.quant.calibration import list_images, select_images  # noqa: PLC0415
 
@@ -320,7 +317,6 @@ def _peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
     row = {"params": child["params"], "gflops": child["gflops"], "onnx_fp32": child["onnx_fp32"],
            "ultralytics": child["versions"], "network_attempts": child["network_attempts"],
            "ultralytics_own_AP": child.get("own_map"), "ultralytics_own_AP50": child.get("own_map50")}
-    files = {"fp32": Path(child["onnx_fp32"])}
     for key, suffix in (("pred_fp32", ""), ("pred_int8", "_int8")):
         if child.get(key):
             preds = peer_predictions_to_coco(json.loads(Path(child[key]).read_text()), file_ids, category_ids)
@@ -330,11 +326,8 @@ def _peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
             if not suffix:
                 row.update({"APs": m.APs, "APm": m.APm, "APl": m.APl})
     if child.get("onnx_int8"):
-        files["int8"] = Path(child["onnx_int8"])
         row["onnx_int8"] = child["onnx_int8"]
         row["int8_recipe"] = child["int8_recipe"]
-    latency = onnx_latency(files, cfg.imgsz, threads, cfg.latency_runs)
-    row.update({f"latency_{k}_ms": v for k, v in latency.items()})
     row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,
                 "device": child["device"]})
     return row
@@ -397,13 +390,13 @@ def run_showdown(cfg: ShowdownConfig) -> dict:
     todo = [m for m in cfg.models if cfg.force or not (run / f"{m}.json").is_file()]
     for m in set(cfg.models) - set(todo):
         print(f"showdown: {m} done already ({run / f'{m}.json'}); --force redoes it", file=sys.stderr)
-    epochs = cfg.epochs
+    epochs, ran = cfg.epochs, bool(todo)
     if cfg.budget_minutes is not None and todo:
-        epochs = _probe_and_scale(cfg, todo, run)
+        epochs = _probe_and_scale(cfg, todo, run)  # empties todo when the 1-epoch probes are the results
     for model in todo:
         row = run_model(model, cfg, epochs, run / model)
         _save_row(row, run / f"{model}.json")
-    if todo:
+    if ran:  # latency is taken here only, every model side by side, not each after its own training
         time_together(run, cfg)
     return write_report(run, cfg.command)
 

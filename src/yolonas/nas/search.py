@@ -117,8 +117,8 @@ def search(cfg: SearchConfig) -> dict:
     # A resumed study keeps the calibration it started with, so that all its trials compare; one from before
     # calibrations existed predicts by the raw sum.
     calibration = study.user_attrs.get("calibration") or {str(s): {"a": 1.0, "b": 0.0, "n": 0} for s in space.imgsz}
+    reference = cfg.reference or yolo_nas_s()
     if cfg.latency_cap_ratio is not None:
-        reference = cfg.reference or yolo_nas_s()
         size = max(space.imgsz)
         cal = calibration[str(size)]
         ref_ms = cal["a"] * lat.predict(reference, size, len(names))["total"] + cal["b"]
@@ -161,7 +161,7 @@ def search(cfg: SearchConfig) -> dict:
     result = {"out": str(out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
               "space_size": space.size(), "target": lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
               "latency_cap_ratio": cfg.latency_cap_ratio,
-              "latency_reference": (cfg.reference or yolo_nas_s()).name if cfg.latency_cap_ratio else None,
+              "latency_reference": reference.name if cfg.latency_cap_ratio else None,
               "calibration": calibration,
               "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
                                 "misses": table.misses},
