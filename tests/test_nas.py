@@ -255,6 +255,25 @@ def test_search_cli_bad_inputs_are_one_line(coco128, tmp_path, monkeypatch):
     assert result.exit_code != 0 and "missing.yaml" in str(result.exception)
 
 
+def test_search_cli_proxy_defaults_to_gflops_around_a_model(coco128, tmp_path, monkeypatch):
+    import yolonas.nas  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_search(cfg):
+        seen.append(cfg.proxy)
+        return {"trials": 0, "front": []}
+
+    monkeypatch.setattr(yolonas.nas, "search", fake_search)
+    runner = CliRunner()
+    data = str(coco128 / "data.yaml")
+    for args in (["--around", "yolo_nas_s"], [], ["--around", "yolo_nas_s", "--proxy", "meco"]):
+        result = runner.invoke(app, ["search", "--data", data, "--json", "-", *args])
+        assert result.exit_code == 0, result.output
+    assert seen == ["gflops", "meco", "meco"]
+
+
 def test_kendall_taus_orient_losses_and_skip_ties():
     rows = [{"meco": m, "params": p, "gflops": 1.0, "latency_ms": 5.0 - m, "ap": a, "loss": loss}
             for m, p, a, loss in ((1.0, 3.0, 0.1, 3.0), (2.0, 2.0, 0.2, 2.5), (3.0, 1.0, 0.3, 2.0))]
