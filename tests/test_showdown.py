@@ -35,8 +35,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, project: Path, models: tuple[str, ...], **kw) -> ShowdownConfig:
+    kw = {"threads": 1, **kw}
     return ShowdownConfig(data=str(data), models=models, epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
-                          calib_images=4, latency_runs=3, threads=1, project=str(project), name="t", **kw)
+                          calib_images=4, latency_runs=3, project=str(project), name="t", **kw)
 
 
 def test_tiny_showdown_writes_table_plot_json_and_v8_install_hint(tiny_data, tmp_path):
@@ -51,10 +52,12 @@ def test_tiny_showdown_writes_table_plot_json_and_v8_install_hint(tiny_data, tmp
     assert ours["params"] > 0 and ours["gflops"] > 0
     assert ours["latency_fp32_ms"] > 0 and ours["latency_int8_ms"] > 0
     assert ours["latency_timed_with"] == ["yolo_nas_tiny"]  # re-timed after the last model, with every finished one
+    assert ours["train_threads"] == 1  # --threads holds for training too, not only for timing
     assert (run / "yolo_nas_tiny" / "model_int8.onnx").is_file()
     assert peer["status"] == "missing" and INSTALL_HINT in peer["message"]
     table = (run / "showdown.md").read_text()
     assert "| yolo_nas_tiny | 1 |" in table and INSTALL_HINT in table
+    assert "CPU training: yolo_nas_tiny" in table and "on 1 thread(s)" in table
     assert (run / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call finds the model done and does not train it again
     mtime = (run / "yolo_nas_tiny.json").stat().st_mtime_ns
@@ -143,9 +146,11 @@ def test_unknown_model_and_backend_are_input_errors(tiny_data, tmp_path):
 def test_ultralytics_child_smoke(tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the default interpreter path is relative to the repo root
     monkeypatch.delitem(os.environ, "YOLONAS_ULTRALYTICS_PYTHON", raising=False)
-    result = run_showdown(_cfg(tiny_data, tmp_path, ("yolov8n",)))
+    # 2 threads: Ultralytics alone would train on cpu_count - 1 (1 on 2 cores, 15 on 16)
+    result = run_showdown(_cfg(tiny_data, tmp_path, ("yolov8n",), threads=2))
     (row,) = result["rows"]
     assert row["status"] == "ok", row.get("message")
+    assert row["train_threads"] == 2
     assert row["params"] > 1e6 and 0.0 <= row["AP"] <= 1.0 and 0.0 <= row["AP_int8"] <= 1.0
     assert row["latency_fp32_ms"] > 0 and row["latency_int8_ms"] > 0
     assert "per-channel" in row["int8_recipe"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -74,7 +75,10 @@ def train(args, out: Path) -> tuple[Path, float]:
             device=args.device, workers=args.workers, project=str(out), name="train", exist_ok=True,
             pretrained=False, val=False, plots=False, deterministic=False, amp=args.device != "cpu", verbose=False)
     train_s = time.perf_counter() - t0
-    done.write_text(json.dumps({"last": str(last), "train_s": train_s}) + "\n")
+    import torch  # noqa: PLC0415
+
+    done.write_text(json.dumps({"last": str(last), "train_s": train_s, "train_threads": torch.get_num_threads()})
+                    + "\n")
     return last, train_s
 
 
@@ -193,10 +197,15 @@ def main() -> None:
     ap.add_argument("--int8-calib", help="a text file of calibration image paths; INT8 is skipped without it")
     args = ap.parse_args()
     go_offline()
+    # Ultralytics sets OMP_NUM_THREADS=1 on import and, on CPU, torch threads to cpu_count - 1 (1 on 2 cores),
+    # which silently halved its CPU training against ours; --threads holds for both families.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch  # noqa: PLC0415
     import ultralytics  # noqa: PLC0415
+    import ultralytics.utils.torch_utils as torch_utils  # noqa: PLC0415
 
     _settings()
+    torch_utils.NUM_THREADS = args.threads
     torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "0" if torch.cuda.is_available() else "cpu"
@@ -216,6 +225,7 @@ def main() -> None:
         pred_fp32, own = predict_json(last, args, out, "val_fp32", args.device, args.batch)
         onnx_fp32 = export(last, args, out)
         result = {"model": args.model, "epochs": args.epochs, "train_s": train_s, "params": int(params),
+                  "train_threads": json.loads((out / "train_done.json").read_text()).get("train_threads"),
                   "gflops": float(gflops), "pred_fp32": str(pred_fp32), "onnx_fp32": str(onnx_fp32),
                   "own_map": own["map"], "own_map50": own["map50"],
                   "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}"}

@@ -517,7 +517,8 @@ def showdown(
     split: Annotated[str, typer.Option("--split", help="The data.yaml key that is scored.")] = "val",
     calib_images: Annotated[int, typer.Option("--calib-images", help="INT8 calibration images (train split).")] = 64,
     workers: Annotated[int, typer.Option("--workers")] = 4,
-    threads: Annotated[int | None, typer.Option("--threads", help="ORT threads for timing (default: all).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for training (both families) and "
+                                              "ORT's for timing (default: all).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ultralytics_python: Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
                                   "venv (default: $YOLONAS_ULTRALYTICS_PYTHON or .venv-ultralytics/bin/python).")

@@ -60,7 +60,7 @@ class ShowdownConfig:
     calib_images: int = 64
     seed: int = 0
     workers: int = 4
-    threads: int | None = None  # ORT intra-op threads for timing (default: torch's thread count)
+    threads: int | None = None  # CPU training threads, both families, and ORT's for timing (default: torch's)
     latency_runs: int = 20
     train_split: str = "train"
     split: str = "val"
@@ -179,6 +179,7 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
 
     t0 = time.perf_counter()
     done = out / "train_done.json"
+    torch.set_num_threads(threads)  # the Ultralytics child gets the same number for its CPU training
     if done.is_file():  # an earlier call trained it; evaluation was cut off
         last = Path(json.loads(done.read_text())["last"])
         train_s = json.loads(done.read_text())["train_s"]
@@ -193,7 +194,8 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
             overrides["run.resume"] = True  # a call that was cut off mid-training
         result = train(apply_overrides(load_recipe(cfg.recipe), overrides))
         last, train_s = Path(result.last), time.perf_counter() - t0
-        done.write_text(json.dumps({"last": str(last), "train_s": train_s}) + "\n")
+        done.write_text(json.dumps({"last": str(last), "train_s": train_s, "train_threads": torch.get_num_threads()})
+                        + "\n")
     t1 = time.perf_counter()
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if cfg.device == "auto" else cfg.device)
@@ -215,7 +217,7 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
                                    f"activations, percentile 99.99 on {cfg.calib_images} train images (seed "
                                    f"{cfg.seed})"})
     row.update({"epochs": epochs, "train_s": train_s, "after_s": time.perf_counter() - t1, "device": device,
-                "recipe": cfg.recipe})
+                "recipe": cfg.recipe, "train_threads": json.loads(done.read_text()).get("train_threads")})
     return row
 
 
@@ -329,7 +331,7 @@ def _peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
         row["onnx_int8"] = child["onnx_int8"]
         row["int8_recipe"] = child["int8_recipe"]
     row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,
-                "device": child["device"]})
+                "device": child["device"], "train_threads": child.get("train_threads")})
     return row
 
 
@@ -539,6 +541,13 @@ def write_report(run: Path, command: str = "") -> dict:
             if r["status"] == "ok") + "): compare them with care.")
     if len(epochs) > 1:
         notes.append(f"WARNING: the models trained for different epochs ({epochs}).")
+    cpu = [r for r in rows if r["status"] == "ok" and r.get("device") == "cpu"]
+    if cpu:
+        notes.append("CPU training: " + ", ".join(f"{r['model']} {r['train_s'] / 60:.1f} min on "
+                                                  f"{r.get('train_threads') or '?'} thread(s)" for r in cpu) + ".")
+        if len({r.get("train_threads") for r in cpu}) > 1:
+            notes.append("WARNING: the models trained on different numbers of CPU threads: compare training times "
+                         "with care.")
     s = settings[0]
     header = (f"# Showdown: YOLO-NAS vs YOLOv8\n\ndata `{s['data']}` (train split `{s['train_split']}`, evaluated "
               f"on `{s['split']}`), {s['imgsz']} px, batch {s['batch']}, seed {s['seed']}, "
