@@ -57,14 +57,13 @@ def _read_results_csv(self) -> dict:
     return {k.strip(): [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def train(args, out: Path) -> tuple[Path, float]:
-    """Train (or resume) and return (last.pt, seconds); a finished run is not trained again."""
+def train(args, out: Path) -> dict:
+    """Train (or resume); returns {last, train_s, train_threads}. A finished run is not trained again."""
     from ultralytics import YOLO  # noqa: PLC0415
 
     done = out / "train_done.json"
     if done.is_file():
-        d = json.loads(done.read_text())
-        return Path(d["last"]), d["train_s"]
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
     last = out / "train" / "weights" / "last.pt"
     if last.is_file():  # a call cut off mid-training
@@ -74,12 +73,11 @@ def train(args, out: Path) -> tuple[Path, float]:
             data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
             device=args.device, workers=args.workers, project=str(out), name="train", exist_ok=True,
             pretrained=False, val=False, plots=False, deterministic=False, amp=args.device != "cpu", verbose=False)
-    train_s = time.perf_counter() - t0
     import torch  # noqa: PLC0415
 
-    done.write_text(json.dumps({"last": str(last), "train_s": train_s, "train_threads": torch.get_num_threads()})
-                    + "\n")
-    return last, train_s
+    record = {"last": str(last), "train_s": time.perf_counter() - t0, "train_threads": torch.get_num_threads()}
+    done.write_text(json.dumps(record) + "\n")
+    return record
 
 
 def predict_json(weights: Path, args, out: Path, name: str, device: str, batch: int) -> tuple[Path, dict]:
@@ -214,7 +212,8 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # Ultralytics prints progress; stdout carries the result only
-        last, train_s = train(args, out)
+        record = train(args, out)
+        last, train_s = Path(record["last"]), record["train_s"]
         t1 = time.perf_counter()
         from ultralytics import YOLO  # noqa: PLC0415
         from ultralytics.utils.torch_utils import get_flops, get_num_params  # noqa: PLC0415
@@ -225,7 +224,7 @@ def main() -> None:
         pred_fp32, own = predict_json(last, args, out, "val_fp32", args.device, args.batch)
         onnx_fp32 = export(last, args, out)
         result = {"model": args.model, "epochs": args.epochs, "train_s": train_s, "params": int(params),
-                  "train_threads": json.loads((out / "train_done.json").read_text()).get("train_threads"),
+                  "train_threads": record.get("train_threads"),
                   "gflops": float(gflops), "pred_fp32": str(pred_fp32), "onnx_fp32": str(onnx_fp32),
                   "own_map": own["map"], "own_map50": own["map50"],
                   "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}"}

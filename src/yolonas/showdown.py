@@ -181,8 +181,7 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
     done = out / "train_done.json"
     torch.set_num_threads(threads)  # the Ultralytics child gets the same number for its CPU training
     if done.is_file():  # an earlier call trained it; evaluation was cut off
-        last = Path(json.loads(done.read_text())["last"])
-        train_s = json.loads(done.read_text())["train_s"]
+        record = json.loads(done.read_text())
     else:
         overrides = {"data.path": cfg.data, "data.train_split": cfg.train_split, "data.val_split": cfg.split,
                      "data.image_size": cfg.imgsz, "data.batch_size": cfg.batch, "data.workers": cfg.workers,
@@ -193,9 +192,10 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
         if (out / "train" / "weights" / "last.pt").is_file():
             overrides["run.resume"] = True  # a call that was cut off mid-training
         result = train(apply_overrides(load_recipe(cfg.recipe), overrides))
-        last, train_s = Path(result.last), time.perf_counter() - t0
-        done.write_text(json.dumps({"last": str(last), "train_s": train_s, "train_threads": torch.get_num_threads()})
-                        + "\n")
+        record = {"last": str(result.last), "train_s": time.perf_counter() - t0,
+                  "train_threads": torch.get_num_threads()}
+        done.write_text(json.dumps(record) + "\n")
+    last, train_s = Path(record["last"]), record["train_s"]
     t1 = time.perf_counter()
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if cfg.device == "auto" else cfg.device)
@@ -217,7 +217,7 @@ def _ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, thre
                                    f"activations, percentile 99.99 on {cfg.calib_images} train images (seed "
                                    f"{cfg.seed})"})
     row.update({"epochs": epochs, "train_s": train_s, "after_s": time.perf_counter() - t1, "device": device,
-                "recipe": cfg.recipe, "train_threads": json.loads(done.read_text()).get("train_threads")})
+                "recipe": cfg.recipe, "train_threads": record.get("train_threads")})
     return row
 
 
