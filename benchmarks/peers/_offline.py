@@ -40,6 +40,22 @@ def go_offline(threads: int | None = None) -> None:
     if threads is not None:  # else `import ultralytics` sets OMP_NUM_THREADS to 1 on a 2-core machine
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     sys.addaudithook(_block_network)
+    _decline_openvino_telemetry()
+
+
+def _decline_openvino_telemetry() -> None:
+    """OpenVINO's and NNCF's usage telemetry off in this process: the answer its opt-out gives, kept in memory.
+
+    Without a consent file both send Google Analytics events (model conversion, quantization); the hook would refuse
+    them anyway, but then they would be listed as network attempts. `opt_in_out --opt_out` would write the answer
+    under ~/intel for every user of the machine instead.
+    """
+    try:
+        from openvino_telemetry.utils import opt_in_checker  # noqa: PLC0415 - only where OpenVINO is installed
+    except ImportError:
+        return
+    declined = opt_in_checker.ConsentCheckResult.DECLINED
+    opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
 
 
 def settings() -> None:

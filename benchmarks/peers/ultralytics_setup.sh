@@ -7,9 +7,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$REPO/.venv-ultralytics"
 ULTRALYTICS_SPEC="${ULTRALYTICS_SPEC:-ultralytics}"
 # Ultralytics' small dependencies that the system python lacks and that export/predict/info use (thop counts
-# FLOPs). torch, torchvision, numpy, opencv, matplotlib, scipy, requests, onnx, onnxruntime and onnxslim come
-# from the system site-packages. Left out on purpose, unused on this path: polars (results CSV/plots),
-# ultralytics-platform (hub upload), nvidia-ml-py (GPU stats).
+# FLOPs). torch, torchvision, numpy, opencv, matplotlib, scipy, requests, onnx, onnxruntime, onnxslim, openvino
+# and nncf (the --serve OpenVINO and INT8 paths) come from the system site-packages. Left out on purpose, unused
+# on this path: polars (results CSV/plots), ultralytics-platform (hub upload), nvidia-ml-py (GPU stats).
 SMALL_DEPS=(psutil ultralytics-thop)
 # keep Ultralytics' settings file inside the venv, not in ~/.config
 export YOLO_CONFIG_DIR="$VENV/work/config" YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_VERBOSE=0
