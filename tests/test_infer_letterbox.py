@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,10 +11,12 @@ from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing
 from yolonas.errors import InputError
 from yolonas.infer.letterbox import (
     LetterboxInfo,
+    _resize_into,
     batch_boxes_to_original,
     boxes_to_original,
     letterbox,
     letterbox_batch,
+    letterbox_params,
 )
 from yolonas.infer.sources import read_image
 
@@ -131,3 +134,72 @@ def test_batched_mapping_equals_per_image():
     for d, m, info in zip(dets, mapped, infos):
         assert torch.allclose(m[:, :4], boxes_to_original(d[:, :4], info))
         assert torch.equal(m[:, 4:], d[:, 4:])  # score and class pass through
+
+
+def _reference_bytes(images: list[np.ndarray], pre: Preprocessing) -> torch.Tensor:
+    """The first letterbox_batch's buffer: filled with the pad value, each image resized then pasted in."""
+    host = torch.full((len(images), *pre.image_size, 3), pre.pad_value, dtype=torch.uint8)
+    buf = host.numpy()
+    for i, image in enumerate(images):
+        info, new_h, new_w = letterbox_params(image.shape[0], image.shape[1], pre)
+        resized = image if (new_h, new_w) == image.shape[:2] else cv2.resize(image, (new_w, new_h))
+        buf[i, info.pad_y:info.pad_y + new_h, info.pad_x:info.pad_x + new_w] = resized
+    return host
+
+
+def _reference_batch(images: list[np.ndarray], pre: Preprocessing, dtype: torch.dtype) -> torch.Tensor:
+    """The first letterbox_batch's tensor: converted by torch on the CPU, then made contiguous."""
+    return _reference_bytes(images, pre).permute(0, 3, 1, 2).to(dtype).div_(255).contiguous()
+
+
+# Odd paddings both ways, an image of exactly the input size (no resize), one larger and one tiny.
+SIZES = [(50, 80), (120, 61), (96, 128), (301, 17), (7, 300), (95, 127)]
+
+
+@pytest.mark.parametrize("pad", ["center", "bottom_right"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_batch_equals_the_torch_conversion_bit_for_bit(pad, dtype, memory_format):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+    images[0][:16, :16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)  # every byte value, for the division
+    pre = Preprocessing(image_size=(96, 128), pad=pad, pad_value=114)
+    x, infos = letterbox_batch(images, pre, "cpu", dtype=dtype, memory_format=memory_format)
+    want = _reference_batch(images, pre, dtype)
+    assert x.shape == want.shape and x.dtype == dtype and x.is_contiguous(memory_format=memory_format)
+    assert torch.equal(x, want)
+    assert infos == [letterbox(image, pre)[1] for image in images]
+
+
+def test_every_pixel_is_written_without_a_prefilled_buffer():
+    # The buffer is no longer filled with the pad value first: the strips and the resized image must cover it.
+    rng = np.random.default_rng(2)
+    for pad in ("center", "bottom_right"):
+        pre = Preprocessing(image_size=(64, 96), pad=pad, pad_value=3)
+        for h, w in SIZES:
+            image = rng.integers(10, 256, (h, w, 3), dtype=np.uint8)
+            out = np.full((64, 96, 3), 77, np.uint8)
+            info = _resize_into(image, out, pre)
+            assert np.array_equal(out, _reference_bytes([image], pre)[0].numpy()), (pad, h, w)
+            single, single_info = letterbox(image, pre)
+            assert np.array_equal(single, out) and single_info == info
+
+
+def test_empty_batch():
+    x, infos = letterbox_batch([], Preprocessing((64, 64)))
+    assert x.shape == (0, 3, 64, 64) and infos == []
+
+
+def test_batched_mapping_is_the_per_image_arithmetic_exactly():
+    infos = [LetterboxInfo(0.625, 80, 0, 1024, 768, 640, 480), LetterboxInfo(0.3, 1, 7, 333, 1000, 100, 300),
+             LetterboxInfo(2.0, 0, 30, 40, 30, 80, 60)]
+    g = torch.Generator().manual_seed(1)
+    for dtype in (torch.float32, torch.float64):
+        dets = [(torch.rand(n, 6, generator=g) * 700 - 50).to(dtype) for n in (7, 0, 12)]
+        for d, m, info in zip(dets, batch_boxes_to_original(dets, infos), infos):
+            sx, sy = info.scale_xy
+            pad = d.new_tensor([info.pad_x, info.pad_y, info.pad_x, info.pad_y])
+            hi = d.new_tensor([info.orig_w, info.orig_h, info.orig_w, info.orig_h])
+            want = ((d[:, :4] - pad) / d.new_tensor([sx, sy, sx, sy])).clamp_(min=0).minimum(hi)
+            assert m.dtype == dtype and torch.equal(m[:, :4], want) and torch.equal(m[:, 4:], d[:, 4:])
+            assert torch.equal(boxes_to_original(d[:, :4], info), want)

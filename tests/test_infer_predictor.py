@@ -196,3 +196,44 @@ def test_compiled_backend_gives_the_eager_detections(model, images):
 def test_cuda_graphs_need_cuda(model):
     with pytest.raises(InputError, match="CUDA graphs need a CUDA device"):
         TorchBackend(model, "cpu", cuda_graphs=True)
+
+
+def test_bf16_backend_close_to_float32(model, images):
+    x, _ = letterbox_batch([read_image(p) for p in images[:2]], model.preprocessing, "cpu")
+    boxes, scores = TorchBackend(model)(x)
+    low = TorchBackend(model, bf16=True)
+    bf_boxes, bf_scores = low(x)
+    assert bf_boxes.dtype == bf_scores.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast on the CPU: the weights stay
+    assert not torch.equal(bf_scores, scores)  # it really ran in bf16
+    # bf16 keeps 8 bits of mantissa: ~0.4% per value, a few tenths of a pixel on boxes of a few hundred.
+    torch.testing.assert_close(bf_boxes, boxes, rtol=2e-2, atol=2.0)
+    torch.testing.assert_close(bf_scores, scores, rtol=5e-2, atol=1e-3)
+    with pytest.raises(InputError, match="exclude each other"):
+        TorchBackend(model, half=True, bf16=True)
+
+
+def test_input_comes_in_the_layout_the_backend_wants(model, images):
+    seen = {}
+
+    def nothing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(x.shape[0], 1, 4), torch.zeros(x.shape[0], 1, 1)
+
+    def plain(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen["plain"] = x
+        return nothing(x)
+
+    class ChannelsLast:
+        memory_format = torch.channels_last
+
+        def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen["channels_last"] = x
+            return nothing(x)
+
+    arrays = [read_image(p) for p in images]
+    pre = Preprocessing(image_size=(96, 128))
+    Predictor(plain, preprocessing=pre, class_names=["a"]).predict_arrays(arrays)
+    Predictor(ChannelsLast(), preprocessing=pre, class_names=["a"]).predict_arrays(arrays)
+    assert seen["plain"].is_contiguous() and seen["channels_last"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(seen["plain"], seen["channels_last"])
+    assert Predictor(model).input_format == torch.channels_last  # TorchBackend's default layout

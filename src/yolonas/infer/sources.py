@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,12 @@ def as_rgb(image, name: str = "image") -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"{name}: expected an RGB array of shape (H, W, 3), got shape {image.shape}")
     return np.ascontiguousarray(image)
+
+
+def _read_frame(cap: cv2.VideoCapture) -> np.ndarray | None:
+    """The next frame of `cap` as RGB, or None at the end (OpenCV releases the GIL while it decodes)."""
+    ok, frame = cap.read()
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok else None
 
 
 def _is_pil(obj) -> bool:
@@ -129,18 +136,23 @@ class ImageSource:
         return name, as_rgb(item, name)
 
     def _frames(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield a video's frames in order, decoding up to `prefetch` frames ahead in a reader thread."""
         cap = cv2.VideoCapture(str(path))
         try:
             if not cap.isOpened():
                 self._skip(str(path), "cannot open the video (corrupt file or unsupported codec)")
                 return
             i = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                yield f"{path}#{i}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                i += 1
+            # One thread: a capture's frames are read one after the other, in order, while the consumer works.
+            reader = ThreadPoolExecutor(1)
+            try:
+                pending = deque(reader.submit(_read_frame, cap) for _ in range(max(self.prefetch, 1)))
+                while (frame := pending.popleft().result()) is not None:
+                    pending.append(reader.submit(_read_frame, cap))
+                    yield f"{path}#{i}", frame
+                    i += 1
+            finally:
+                reader.shutdown(wait=True, cancel_futures=True)  # before the capture is released
             if i == 0:
                 self._skip(str(path), "the video has no readable frames")
         finally:
@@ -149,7 +161,8 @@ class ImageSource:
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield (name, image) in order, decoding up to `prefetch` images ahead in a thread pool."""
         self.skipped = []
-        with ThreadPoolExecutor(max(self.prefetch, 1)) as pool:
+        # Decoders beyond the cores only wait; the read-ahead depth is `prefetch` whatever the thread count.
+        with ThreadPoolExecutor(max(1, min(self.prefetch, os.cpu_count() or 1))) as pool:
             pending: deque = deque()
             items = self._items if isinstance(self._items, list) else self._expand(self._items)
             for index, item in enumerate(items):
