@@ -1,17 +1,17 @@
-"""Helpers shared by the benchmark scripts: data location, machine description, interleaved timing."""
+"""Helpers shared by the benchmark scripts: data location, machine description, a predictor as a timed fn.
+
+Timing itself is yolonas.deploy.timing (time_blocks): the one way latency is measured."""
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from yolonas.deploy.benchmark import cpu_name
+from yolonas.deploy.timing import cpu_info, cpu_name, cycling
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -33,40 +33,11 @@ def test_metrics(weights: str | Path, data: str | Path, device: str, split: str 
 
 
 def machine() -> dict:
-    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    """The CPU (name, cores, instruction sets), threads and versions, for result files."""
+    return {"cpu": cpu_name(), "cpu_info": cpu_info().to_dict(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], blocks: int, runs: int, warmup: int = 2,
-                ) -> dict[str, list[float]]:
-    """Per-block medians (ms) of each fn, the fns taking turns inside every block so that machine noise
-    hits them alike. Returns name -> list of block medians."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    medians: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(blocks):
-        samples: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(runs):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-        for name, s in samples.items():
-            medians[name].append(statistics.median(s))
-    return medians
-
-
-def ratio_median(num: list[float], den: list[float]) -> float:
-    """Median over blocks of the per-block ratio num/den (noise cancels within a block)."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=True))
-
-
-def predict_block(predictor, images: list, runs: int) -> float:
-    """Median ms of `runs` single-image `predict_arrays` calls, cycling through `images` (end to end)."""
-    times = []
-    for i in range(runs):
-        t = time.perf_counter()
-        predictor.predict_arrays([images[i % len(images)]])
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+def predict_fn(predictor, images: list) -> Callable[[], object]:
+    """One single-image `predict_arrays` call per run, cycling through `images` (end to end), for time_blocks."""
+    return cycling(lambda image: predictor.predict_arrays([image]), images)

@@ -17,9 +17,10 @@ import time
 import numpy as np
 import torch
 
-from _common import RESULTS, datasets_root, interleaved, machine, ratio_median
+from _common import RESULTS, datasets_root, machine
 from yolonas.arch.model import build
 from yolonas.arch.spec import PUBLISHED
+from yolonas.deploy.timing import time_blocks
 from yolonas.infer import PREDICT_NMS, TorchBackend, batch_boxes_to_original, letterbox_batch, postprocess, read_image
 
 
@@ -79,14 +80,14 @@ def main() -> None:
         fused = copy.deepcopy(base).fuse()
         f_u, e_u, st_u = _pipelines(base, image, args.imgsz)
         f_f, e_f, st_f = _pipelines(fused, image, args.imgsz)
-        m = interleaved({"fwd_unfused": f_u, "fwd_fused": f_f, "e2e_unfused": e_u, "e2e_fused": e_f},
+        m = time_blocks({"fwd_unfused": f_u, "fwd_fused": f_f, "e2e_unfused": e_u, "e2e_fused": e_f},
                         args.blocks, args.runs)
-        row = {"model": name, **{k: statistics.median(v) for k, v in m.items()},
-               "fwd_speedup": ratio_median(m["fwd_unfused"], m["fwd_fused"]),
-               "e2e_speedup": ratio_median(m["e2e_unfused"], m["e2e_fused"]),
+        row = {"model": name, **m.medians(),
+               "fwd_speedup": m.ratio("fwd_unfused", "fwd_fused"),
+               "e2e_speedup": m.ratio("e2e_unfused", "e2e_fused"),
                "fused_stages_ms": {k: statistics.median(v) for k, v in st_f.items()},
                "unfused_stages_ms": {k: statistics.median(v) for k, v in st_u.items()},
-               "blocks": m}
+               "blocks": {k: m.block_medians(k) for k in m.samples}}
         rows.append(row)
         print(f"{name}: forward {row['fwd_unfused']:.0f} -> {row['fwd_fused']:.0f} ms "
               f"(x{row['fwd_speedup']:.2f}); end to end {row['e2e_unfused']:.0f} -> {row['e2e_fused']:.0f} ms "
@@ -100,8 +101,9 @@ def main() -> None:
     lines = [
         f"# CPU latency, batch 1, {args.imgsz}x{args.imgsz}, {args.threads} threads",
         "",
-        f"{result['machine']['cpu']}; torch {torch.__version__}. Unfused and fused models take turns inside "
-        f"each of {args.blocks} blocks of {args.runs} runs; cells are medians over the block medians (ms), "
+        f"{result['machine']['cpu']}; torch {torch.__version__}. Unfused and fused models take turns, a whole "
+        f"turn each, in {args.blocks} blocks of {args.runs} runs (deploy.timing); cells are medians over the "
+        "block medians (ms), "
         "speed-ups are medians of the per-block ratios. End to end = letterbox of a real "
         f"{image.shape[1]}x{image.shape[0]} image + forward + decode + NMS (score 0.25, IoU 0.7). "
         "Both run channels-last, as the Predictor does. Random weights. Absolute times on this shared VM vary up "

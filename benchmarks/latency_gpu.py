@@ -30,6 +30,7 @@ from torch import nn
 import yolonas
 from _common import RESULTS, machine
 from yolonas.arch.model import Preprocessing
+from yolonas.deploy.timing import time_blocks
 from yolonas.infer import TorchBackend
 
 TREATMENTS = ("eager", "channels_last", "compile", "cuda_graphs")
@@ -74,17 +75,13 @@ def make_engine(model: nn.Module, treatment: str) -> TorchBackend:
                         compile=treatment == "compile", cuda_graphs=treatment == "cuda_graphs")
 
 
-def time_engine(engine: TorchBackend, x: torch.Tensor, runs: int) -> float:
-    """Median ms per call of `runs` calls, each synchronised (CUDA events around each call)."""
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+def synced(engine: TorchBackend, x: torch.Tensor):
+    """One call of `engine` that returns only when the GPU is done: a fn for time_blocks."""
+    def run():
         engine(x)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+        torch.cuda.synchronize()
+
+    return run
 
 
 def run_batch(models: dict[str, nn.Module], batch: int, blocks: int, deadline: float, t_start: float) -> dict:
@@ -108,10 +105,8 @@ def run_batch(models: dict[str, nn.Module], batch: int, blocks: int, deadline: f
             print(f"  batch {batch}: {name}/{treatment} ready in {build_s[f'{name}/{treatment}']} s",
                   file=sys.stderr)
     runs = RUNS.get(batch, 5)
-    block_ms: dict[tuple[str, str], list[float]] = {k: [] for k in engines}
-    for _ in range(blocks):
-        for key, engine in engines.items():
-            block_ms[key].append(time_engine(engine, x, runs))
+    timings = time_blocks({k: synced(e, x) for k, e in engines.items()}, blocks, runs, warmup=0)
+    block_ms = {k: timings.block_medians(k) for k in engines}
     rows = []
     for (name, treatment), ms in block_ms.items():
         row = {"model": name, "treatment": treatment, "batch": batch, "ms": statistics.median(ms),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from _common import REPO, RESULTS, datasets_root, interleaved, machine, predict_block, ratio_median
+from _common import REPO, RESULTS, datasets_root, machine, predict_fn
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
 from yolonas.arch.summary import summarize
 from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
 from yolonas.deploy.export import export_onnx
+from yolonas.deploy.timing import time_blocks
 from yolonas.errors import InputError
 from yolonas.infer import Predictor, letterbox_batch, read_image
 from yolonas.quant.sensitivity import profile_ops
@@ -68,51 +68,42 @@ def main() -> None:
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(peer.stdout.readline())
             print(f"peer: {ready}", file=sys.stderr)
-        for p in (ort, eager, ov):  # warm-up
-            if p is not None:
-                predict_block(p, images, 3)
-        rows: dict[str, list[float]] = {"torch_fused": [], "onnxruntime": [], "openvino": [],
-                                        "yolov8s_ultralytics_ort": []}
-        peer_blocks = []
-        for b in range(args.blocks):
-            rows["torch_fused"].append(predict_block(eager, images, args.runs))
-            rows["onnxruntime"].append(predict_block(ort, images, args.runs))
-            if ov is not None:
-                rows["openvino"].append(predict_block(ov, images, args.runs))
-            if peer is not None:
-                peer.stdin.write("go\n")
-                peer.stdin.flush()
-                line = json.loads(peer.stdout.readline())
-                peer_blocks.append(line)
-                rows["yolov8s_ultralytics_ort"].append(line["e2e_ms"])
-            print(f"block {b}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items() if v), file=sys.stderr)
+        fns = {"torch_fused": predict_fn(eager, images), "onnxruntime": predict_fn(ort, images)}
+        if ov is not None:
+            fns["openvino"] = predict_fn(ov, images)
+        peer_blocks: list[dict] = []
+
+        def peer_turn(runs: int) -> list[float]:
+            peer.stdin.write("go\n")
+            peer.stdin.flush()
+            peer_blocks.append(json.loads(peer.stdout.readline()))
+            return [peer_blocks[-1]["e2e_ms"]]
+
+        turns = {"yolov8s_ultralytics_ort": peer_turn} if peer is not None else {}
+        rows = time_blocks(fns, args.blocks, args.runs, warmup=3, turns=turns, on_block=lambda b, t: print(
+            f"block {b}: " + ", ".join(f"{k} {v[-1][-1]:.0f}" for k, v in t.samples.items()), file=sys.stderr))
         if peer is not None:
             peer.stdin.close()
             peer.wait(timeout=60)
         # The forward passes alone (decode included: it is in the exported graph), on one letterboxed image.
         x = letterbox_batch(images[:1], model.preprocessing)[0]
-        # Block by block, not run by run: ORT's worker threads spin for a while after each run, which would
-        # slow a torch run started right after one.
-        forward: dict[str, list[float]] = {"torch_fused": [], "onnxruntime": []}
-        for _ in range(args.blocks):
-            for name, backend in (("torch_fused", eager.backend), ("onnxruntime", ort.backend)):
-                forward[name].append(statistics.median(interleaved({name: lambda b=backend: b(x)}, 1, args.runs)
-                                                       [name]))
+        forward = time_blocks({"torch_fused": lambda: eager.backend(x), "onnxruntime": lambda: ort.backend(x)},
+                              args.blocks, args.runs)
         profile = profile_ops(onnx_path, x.numpy(), runs=10, threads=args.threads)
     gflops = summarize(build(yolo_nas_s()), 640)["gflops_fused"]
     result = {
         "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),
-        "medians_ms": {k: statistics.median(v) for k, v in rows.items() if v},
-        "torch_over_ort": ratio_median(rows["torch_fused"], rows["onnxruntime"]),
-        "forward_ms": {k: statistics.median(v) for k, v in forward.items()},
-        "forward_torch_over_ort": ratio_median(forward["torch_fused"], forward["onnxruntime"]),
+        "medians_ms": rows.medians(),
+        "torch_over_ort": rows.ratio("torch_fused", "onnxruntime"),
+        "forward_ms": forward.medians(),
+        "forward_torch_over_ort": forward.ratio("torch_fused", "onnxruntime"),
         "gflops_fused": gflops, "ort_profile_ms": profile,
-        "command": "python " + " ".join(sys.argv), "blocks_ms": rows, "peer_blocks": peer_blocks,
+        "command": "python " + " ".join(sys.argv), "timings": rows.to_dict(), "peer_blocks": peer_blocks,
     }
-    if rows["openvino"]:
-        result["torch_over_openvino"] = ratio_median(rows["torch_fused"], rows["openvino"])
-    if rows["yolov8s_ultralytics_ort"]:
-        result["ours_ort_over_yolov8s_ort"] = ratio_median(rows["onnxruntime"], rows["yolov8s_ultralytics_ort"])
+    if "openvino" in rows.samples:
+        result["torch_over_openvino"] = rows.ratio("torch_fused", "openvino")
+    if "yolov8s_ultralytics_ort" in rows.samples:
+        result["ours_ort_over_yolov8s_ort"] = rows.ratio("onnxruntime", "yolov8s_ultralytics_ort")
     Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["medians_ms"]
     lines = [f"# CPU end to end, batch 1, 640, {args.threads} threads, interleaved", "",

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 import yolonas
-from _common import RESULTS, datasets_root, machine, predict_block, ratio_median
+from _common import RESULTS, datasets_root, machine, predict_fn
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
 from yolonas.deploy.backends import OnnxRuntimeBackend
 from yolonas.deploy.export import export_onnx
+from yolonas.deploy.timing import block_ratio, time_blocks
 from yolonas.infer import Predictor, read_image
 from yolonas.quant.calibration import calibrate, list_images, select_images
 from yolonas.quant.ptq import conv_layers, prepare, write_qdq
@@ -94,18 +95,14 @@ def main() -> None:
         predictors = {"fp32": Predictor(OnnxRuntimeBackend(prepared, threads=args.threads), batch_size=1)}
         predictors.update({k: Predictor(OnnxRuntimeBackend(p, threads=args.threads), batch_size=1)
                            for k, p in variants.items()})
-        for p in predictors.values():
-            predict_block(p, images, 3)  # warm-up
-        rows: dict[str, list[float]] = {k: [] for k in predictors}
-        for b in range(args.blocks):
-            for k, p in predictors.items():
-                rows[k].append(predict_block(p, images, args.runs))
-            print(f"block {b}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()), file=sys.stderr)
+        timings = time_blocks({k: predict_fn(p, images) for k, p in predictors.items()}, args.blocks, args.runs,
+                              warmup=3)
+        rows = {k: timings.block_medians(k) for k in predictors}
     result = {
         "machine": machine(), "blocks": args.blocks, "runs": args.runs, "images": len(images),
         "calibration": {"method": "percentile 99.99", "images": len(calib_files), "seed": 0},
         "medians_ms": {k: statistics.median(v) for k, v in rows.items()},
-        "speedup_vs_fp32": {k: ratio_median(rows["fp32"], v) for k, v in rows.items() if k != "fp32"},
+        "speedup_vs_fp32": {k: block_ratio(rows["fp32"], v) for k, v in rows.items() if k != "fp32"},
         "float_layers": {"selective_stem_heads_float": [convs[0].module, *heads],
                          "selective_first_quarter_float": [c.module for c in convs[:len(convs) // 4]],
                          "selective_sensitivity": selection["float_layers"] if selection else None,

@@ -18,10 +18,9 @@ from yolonas.deploy.backends import (
     OnnxRuntimeBackend,
     OpenVINOBackend,
     TensorRTBackend,
-    export_openvino,
     load_backend,
 )
-from yolonas.deploy.export import export_onnx
+from yolonas.deploy.export import export_onnx, export_openvino
 from yolonas.errors import InputError
 from yolonas.eval.validate import validate
 from yolonas.infer import TorchBackend

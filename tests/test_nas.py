@@ -140,6 +140,10 @@ def test_latency_model_rejects_bad_settings(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="not a latency table"):
         LatencyTable(tmp_path / "bad.json")
+    # A table timed the old way (before deploy.timing) is refused, not mixed with new numbers.
+    (tmp_path / "old.json").write_text('{"version": 1, "entries": {}, "calibrations": {}}')
+    with pytest.raises(InputError, match="timed the old way"):
+        LatencyTable(tmp_path / "old.json")
     with pytest.raises(InputError, match="multiple of 32"):
         spec_parts(yolo_nas_tiny(), 100, 3)
 

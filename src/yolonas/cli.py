@@ -318,7 +318,7 @@ def val(
 @app.command()
 def export(
     weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a published name).")],
-    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (.xml via ONNX).")] = "onnx",
+    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (IR).")] = "onnx",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
     nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
@@ -331,25 +331,56 @@ def export(
     top_k: Annotated[int, typer.Option("--top-k", help="Candidates before NMS (with --nms).")] = 1000,
     max_det: Annotated[int, typer.Option("--max-det", help="Detections per image (with --nms).")] = 300,
     opset: Annotated[int, typer.Option("--opset")] = 17,
+    bf16: Annotated[bool, typer.Option("--bf16", help="OpenVINO: run in bf16 (CPUs with AVX-512 BF16 or AMX).")
+                    ] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8, calibrated on --data: QDQ .onnx (onnx) or IR "
+                    "(openvino).")] = False,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="--int8: calibration images (data set or "
+                    "folder).")] = None,
+    split: Annotated[str, typer.Option("--split", help="--int8: the data set's split to calibrate on.")] = "train",
+    mode: Annotated[str, typer.Option("--mode", help="--int8: ptq (all INT8) or selective (the most sensitive "
+                    "layers float).")] = "ptq",
+    quantizer: Annotated[str | None, typer.Option("--quantizer", help="--int8 openvino: nncf (default) or qdq.")
+                         ] = None,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="--int8: calibration images.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="--int8: chooses the calibration images.")] = 0,
+    float_layers: Annotated[list[str] | None, typer.Option("--float-layer", help="--int8: keep this conv float; "
+                            "repeatable.")] = None,
+    max_error: Annotated[float | None, typer.Option("--max-error", help="--mode selective: output error budget "
+                         "(default: keep half of full INT8's speed-up).")
+                         ] = None,
+    name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Export a fused model to ONNX (raw boxes + scores, or NMS inside), or on to OpenVINO IR."""
-    from yolonas.deploy.export import export_onnx  # noqa: PLC0415
+    """Export a fused model to ONNX (raw boxes + scores, or NMS inside) or OpenVINO IR; f32, bf16 or INT8."""
+    from yolonas.deploy.export import export_file  # noqa: PLC0415
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.infer import NMSConfig  # noqa: PLC0415
 
-    if format_ not in ("onnx", "openvino"):
-        raise InputError(f"--format {format_}: use onnx or openvino (TensorRT builds its engine from the .onnx)")
     net = _load_model(None, weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
-    onnx_path = Path(output) if output and format_ == "onnx" else stem.with_suffix(".onnx")
-    settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
-    path = export_onnx(net, onnx_path, batch=None if dynamic else batch, dynamic_size=dynamic_size,
-                       uint8_input=uint8, nms=settings, opset=opset)
-    if format_ == "openvino":
-        from yolonas.deploy.backends import export_openvino  # noqa: PLC0415
+    suffix = ".xml" if format_ == "openvino" else ".onnx"
+    if int8:
+        if bf16 or nms or uint8 or dynamic or dynamic_size or batch != 1:
+            raise InputError("--int8 writes a raw-output, float-input, batch-1 file: drop --bf16, --nms, --uint8, "
+                             "--dynamic, --dynamic-size and --batch")
+        if data is None:
+            raise InputError("--int8 needs --data: the images INT8 is calibrated on (a data set or image folder)")
+        from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
-        path = export_openvino(path, Path(output) if output else stem.with_suffix(".xml"))
+        path = Path(output) if output else Path(f"{stem}_int8{suffix}")
+        result = run_quantize(net, data, run_dir("quantize", name), output=path, split=split, mode=mode,
+                              fmt=format_, quantizer=quantizer, calib_images=calib_images, seed=seed,
+                              float_layers=float_layers or (), max_error=max_error,
+                              min_speedup=None if max_error is not None else 0.5)
+        print(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})",
+              file=sys.stderr)
+        _emit_json({"output": str(path), "nms": None, "int8": result}, json_out)
+        return
+    settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
+    path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
+    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32", batch=None if dynamic else batch,
+                       dynamic_size=dynamic_size, uint8_input=uint8, nms=settings, opset=opset)
     print(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"),
           file=sys.stderr)
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
@@ -376,6 +407,9 @@ def quantize(
                            "fraction (0..1) of full INT8's speed-up.")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for measurements.")] = 2,
+    format_: Annotated[str, typer.Option("--format", help="onnx (QDQ for ONNX Runtime) or openvino (IR).")] = "onnx",
+    quantizer: Annotated[str | None, typer.Option("--quantizer", help="openvino: nncf (default) or qdq (ours, "
+                         "converted).")] = None,
     recipe: Annotated[str | None, typer.Option("--recipe", help="QAT: the training recipe (default: the one "
                       "saved in the checkpoint).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default: the recipe's / 10).")] = None,
@@ -383,7 +417,8 @@ def quantize(
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """INT8 to a QDQ ONNX file: all layers (ptq), selectively from a sensitivity report, or after QAT."""
+    """INT8 to a QDQ ONNX file or an OpenVINO IR: all layers (ptq), selectively from a sensitivity report, or
+    after QAT."""
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
@@ -412,7 +447,8 @@ def quantize(
     progress = None
     if json_out != "-":
         progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
-    result = run_quantize(source, data, out, output=output, split=split, mode=mode, calib_images=calib_images,
+    result = run_quantize(source, data, out, output=output, split=split, mode=mode, fmt=format_,
+                          quantizer=quantizer, calib_images=calib_images,
                           val_images=val_images, method=method, percentile=percentile, seed=seed,
                           activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
                           max_error=max_error, min_speedup=min_speedup, threads=threads, progress=progress)
@@ -473,15 +509,26 @@ def bench(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile forward + decode (torch).")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture and replay CUDA graphs (torch).")] = False,
     output: Annotated[str | None, typer.Option("--output", help="Also write <output>.json and .md.")] = None,
+    all_paths: Annotated[bool, typer.Option("--all", help="Every path this machine has (torch, ONNX Runtime, "
+                         "OpenVINO; fp32, bf16, INT8), end to end side by side; the fastest marked.")] = False,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="--all: INT8 calibration images (data set or "
+                    "folder; default: the timed images, for timing only).")] = None,
+    blocks: Annotated[int, typer.Option("--blocks", help="--all: blocks in which the paths take turns.")] = 5,
+    name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Latency p50/p90/p99 and throughput, forward only and end to end with a stage breakdown."""
+    """Latency p50/p90/p99 and throughput, forward only and end to end with a stage breakdown; --all: what is
+    fastest on this machine."""
     import torch  # noqa: PLC0415
 
     from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if all_paths:
+        _bench_all(weights, source, data, imgsz, threads, device, blocks, max(1, runs // blocks), output, name,
+                   json_out)
+        return
     engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz, compile, cuda_graphs)
     images, what = _bench_images(source)
     sizes = [int(b) for b in batch.split(",")]
@@ -496,6 +543,30 @@ def bench(
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output + ".json").write_text(json.dumps(result, indent=2) + "\n")
         Path(output + ".md").write_text(f"# Benchmark\n\n{header}\n\n{table}\n")
+    _emit_json(result, json_out)
+
+
+def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | None, threads: int | None,
+               device: str, blocks: int, runs: int, output: str | None, name: str | None, json_out: str | None) -> None:
+    """`bench --all`: build every path of a checkpoint, time them side by side, print and write the table."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.quant.paths import bench_all  # noqa: PLC0415
+
+    if Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
+        raise InputError(f"{weights}: --all builds every format itself from a checkpoint (or a published name); "
+                         "give the .pt, or drop --all to time this file")
+    out = run_dir("bench", name)
+    result = bench_all(_load_model(None, weights, imgsz), out, source=source, data=data, threads=threads,
+                       device=device, blocks=blocks, runs=runs)
+    result["weights"] = weights
+    markdown = f"# What is fastest here: {weights}\n\n{result.pop('markdown')}\n"
+    if json_out != "-":
+        print(markdown)
+    stem = Path(output) if output else out / "paths"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(f"{stem}.md").write_text(markdown)
+    print(f"bench: fastest here {result['fastest']}; {stem}.md, {stem}.json", file=sys.stderr)
     _emit_json(result, json_out)
 
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -104,36 +103,13 @@ def epochs_for_budget(budget_s: float, spent_s: float, train_s: list[float], aft
 
 def onnx_latency(files: dict[str, Path], imgsz: int, threads: int, runs: int = 20, warmup: int = 3,
                  blocks: int = 3) -> dict[str, float]:
-    """Median ms of a bare ONNX Runtime `session.run` per file on one 1x3xHxW float input: the files take turns
-    block by block so that machine noise hits them alike; the median is over block medians."""
-    import onnxruntime as ort  # noqa: PLC0415 - the onnx extra
+    """Median ms of a bare ONNX Runtime `session.run` per file on one 1x3xHxW float input, timed the one way
+    (deploy.timing: the files take turns block by block; the median is over block medians)."""
+    from yolonas.deploy.timing import ort_runner, ort_session, time_blocks  # noqa: PLC0415 - the onnx extra
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    sessions = {}
-    for key, path in files.items():
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        sessions[key] = (session, session.get_inputs()[0].name)
-    for session, name in sessions.values():
-        for _ in range(warmup):
-            session.run(None, {name: x})
-    medians: dict[str, list[float]] = {k: [] for k in sessions}
-    per_block = max(1, runs // blocks)
-    for _ in range(blocks):
-        for key, (session, name) in sessions.items():
-            # Turns of whole blocks, one untimed run first: the previous session's ORT workers keep spinning for
-            # a while after its run, and a run started then is slowed (x1.2 at 640 px, x1.8 at 320 measured).
-            session.run(None, {name: x})
-            samples = []
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                session.run(None, {name: x})
-                samples.append((time.perf_counter() - t0) * 1e3)
-            medians[key].append(statistics.median(samples))
-    return {key: statistics.median(m) for key, m in medians.items()}
+    fns = {key: ort_runner(ort_session(path, threads), x) for key, path in files.items()}
+    return time_blocks(fns, blocks=blocks, runs=max(1, runs // blocks), warmup=warmup).medians()
 
 
 def time_together(run: Path, cfg: ShowdownConfig) -> list[str]:
@@ -147,7 +123,7 @@ def time_together(run: Path, cfg: ShowdownConfig) -> list[str]:
             files[(r["model"], "int8")] = Path(r["onnx_int8"])
     if not files:
         return []
-    from yolonas.deploy.benchmark import cpu_name  # noqa: PLC0415
+    from yolonas.deploy.timing import cpu_name  # noqa: PLC0415
 
     threads = _threads(cfg)
     latency = onnx_latency({f"{m}:{k}": f for (m, k), f in files.items()}, cfg.imgsz, threads,

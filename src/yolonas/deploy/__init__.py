@@ -4,10 +4,9 @@ from yolonas.deploy.backends import (
     OnnxRuntimeBackend,
     OpenVINOBackend,
     TensorRTBackend,
-    export_openvino,
     load_backend,
 )
-from yolonas.deploy.export import export_onnx
+from yolonas.deploy.export import export_onnx, export_openvino
 
 __all__ = ["OnnxRuntimeBackend", "OpenVINOBackend", "TensorRTBackend", "export_onnx", "export_openvino",
            "load_backend"]

@@ -12,11 +12,16 @@ from yolonas.arch.model import Preprocessing
 from yolonas.deploy.export import (
     META_CLASS_NAMES,
     META_INPUT,
+    META_KEYS,
     META_NMS,
     META_OUTPUTS,
+    META_PRECISION,
     META_PREPROCESSING,
+    META_QUANTIZATION,
     META_SPEC,
+    read_onnx_metadata,
 )
+from yolonas.deploy.timing import openvino_compiled, openvino_core, openvino_precision, ort_session
 from yolonas.errors import InputError
 from yolonas.infer.postprocess import NMSConfig
 
@@ -26,17 +31,6 @@ def _check_path(path: str | Path, kind: str) -> Path:
     if not path.is_file():
         raise InputError(f"{path}: no such {kind} file")
     return path
-
-
-def _read_onnx_metadata(path: Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file, read without loading its weights."""
-    import onnx  # noqa: PLC0415 - only the OpenVINO path needs the onnx package
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
-        raise InputError(f"{path}: not an ONNX file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-    return {p.key: p.value for p in model.metadata_props}
 
 
 class _ExportedModel:
@@ -109,27 +103,12 @@ class OnnxRuntimeBackend(_ExportedModel):
     """An exported .onnx file run by ONNX Runtime (CPU; CUDA where onnxruntime-gpu is installed)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
-        import onnxruntime as ort  # noqa: PLC0415 - optional at import time of the package
-
         path = _check_path(path, "ONNX")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise InputError(f"{path}: ONNX Runtime has no CUDA here (onnxruntime-gpu is not installed); "
-                                 "use --device cpu or pip install onnxruntime-gpu")
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for unreadable files
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InputError(f"{path}: not a readable ONNX file ({first})") from e
+        self.session = ort_session(path, threads, device=str(device), name=str(path))
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
+        self.precision = "int8" if META_QUANTIZATION in meta else "f32"
         super().__init__(path, meta, inp.shape)
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -137,58 +116,40 @@ class OnnxRuntimeBackend(_ExportedModel):
 
 
 class OpenVINOBackend(_ExportedModel):
-    """An exported .onnx (or OpenVINO .xml converted from one of ours) run by OpenVINO on the CPU."""
+    """An exported .onnx, or an OpenVINO .xml written by `yolonas export`, run by OpenVINO.
 
-    def __init__(self, path: str | Path, device: str = "CPU", threads: int | None = None):
-        try:
-            import openvino as ov  # noqa: PLC0415 - optional dependency
-        except ImportError as e:
-            raise InputError("the OpenVINO backend needs openvino: pip install openvino") from e
+    `precision` is OpenVINO's inference precision for the float parts: f32 or bf16 (f32, said once, where the CPU
+    lacks bf16); by default the one the file was exported for (its metadata), else f32.
+    """
+
+    def __init__(self, path: str | Path, device: str = "CPU", threads: int | None = None,
+                 precision: str | None = None):
         path = _check_path(path, "model")
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with a long trace for bad files
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(f"{path}: not a model OpenVINO can read ({first})") from e
-        if path.suffix.lower() == ".onnx":
-            meta = _read_onnx_metadata(path)
-        else:  # an IR written by export_openvino keeps our metadata in its rt_info
-            meta = {k: str(model.get_rt_info(["yolonas", k]).astype(str)) for k in _META_KEYS
-                    if model.has_rt_info(["yolonas", k])}
+        meta = read_onnx_metadata(path) if path.suffix.lower() == ".onnx" else read_ir_metadata(model)
         shape = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
-        # f32 explicitly: on CPUs with bf16 units OpenVINO otherwise defaults to bf16 (0.4% box error measured).
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, str(device).upper(), config)
-        self.request = self.compiled.create_infer_request()
         super().__init__(path, meta, shape)
+        self.int8 = META_QUANTIZATION in meta
+        meant = meta.get(META_PRECISION, "f32")  # an INT8 file's float parts (decode, kept layers) run in f32
+        self.precision = openvino_precision(precision or ("f32" if meant == "int8" else meant), str(device))
+        self.compiled = openvino_compiled(model, threads, precision=self.precision, device=str(device),
+                                          name=str(path))
+        self.request = self.compiled.create_infer_request()
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: x})
         return [np.asarray(result[out]) for out in self.compiled.outputs]
 
 
-_META_KEYS = (META_CLASS_NAMES, META_PREPROCESSING, META_SPEC, META_OUTPUTS, META_INPUT, META_NMS)
-
-
-def export_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
-    """Convert one of our ONNX exports to an OpenVINO IR (.xml + .bin), keeping its metadata."""
-    try:
-        import openvino as ov  # noqa: PLC0415 - optional dependency
-    except ImportError as e:
-        raise InputError("converting to OpenVINO needs openvino: pip install openvino") from e
-    onnx_path = _check_path(onnx_path, "ONNX")
-    meta = _read_onnx_metadata(onnx_path)
-    model = ov.convert_model(str(onnx_path))
-    for key in _META_KEYS:
-        if key in meta:
-            model.set_rt_info(meta[key], ["yolonas", key])
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(xml_path))
-    return xml_path
+def read_ir_metadata(model) -> dict[str, str]:
+    """The yolonas metadata an OpenVINO model carries in its rt_info (written by `export_openvino`)."""
+    return {k: str(model.get_rt_info(["yolonas", k]).astype(str)) for k in META_KEYS
+            if model.has_rt_info(["yolonas", k])}
 
 
 class TensorRTBackend:
@@ -204,9 +165,10 @@ class TensorRTBackend:
                          "onnxruntime or openvino")
 
 
-def load_backend(path: str | Path, device: str = "cpu", threads: int | None = None, runtime: str | None = None):
+def load_backend(path: str | Path, device: str = "cpu", threads: int | None = None, runtime: str | None = None,
+                 precision: str | None = None):
     """The backend for an exported file by its suffix: .onnx -> ONNX Runtime (or `runtime="openvino"`),
-    .xml -> OpenVINO, .engine/.plan -> TensorRT."""
+    .xml -> OpenVINO, .engine/.plan -> TensorRT. `precision` (f32, bf16) is OpenVINO's, for its float parts."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -214,7 +176,10 @@ def load_backend(path: str | Path, device: str = "cpu", threads: int | None = No
     if suffix in (".engine", ".plan"):
         return TensorRTBackend(path)
     if suffix == ".xml" or runtime == "openvino":
-        return OpenVINOBackend(path, "CPU" if device == "cpu" else device, threads)
+        return OpenVINOBackend(path, "CPU" if device == "cpu" else device, threads, precision)
+    if precision not in (None, "f32", "fp32"):
+        raise InputError(f"{path}: precision {precision} is an OpenVINO setting; run the file with --backend "
+                         "openvino, or quantize it for INT8 on ONNX Runtime")
     if suffix == ".onnx" or runtime == "onnxruntime":
         return OnnxRuntimeBackend(path, device, threads)
     raise InputError(f"{path}: unknown exported model type {suffix!r}; use .onnx, .xml, .engine or .plan")

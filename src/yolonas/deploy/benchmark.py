@@ -1,10 +1,11 @@
-"""Latency and throughput of any backend: forward only and end to end, with a stage breakdown."""
+"""Latency and throughput of any backend: forward only and end to end, with a stage breakdown; and several
+backends side by side, end to end from image files, with the fastest named."""
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,19 +13,12 @@ import numpy as np
 import torch
 
 from yolonas.arch.model import Preprocessing
+from yolonas.deploy.timing import cpu_info, cycling, time_blocks
 from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
+from yolonas.infer.sources import read_image
 
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (else what `platform` knows): for result files and cache keys."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+STAGES = ("decode", "pre", "forward", "post")
 
 
 def _sync(device: torch.device) -> None:
@@ -32,10 +26,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    """p50 / p90 / p99 and the mean of a list of times in ms."""
-    q = np.percentile(np.asarray(samples_ms), [50, 90, 99])
-    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "mean": float(np.mean(samples_ms))}
+def staged_pipeline(backend, pre: Preprocessing, nms: NMSConfig = PREDICT_NMS, device: torch.device | str = "cpu"
+                    ) -> tuple[Callable[[list], list], dict[str, list[float]]]:
+    """(run, stage times): `run(items)` does what `Predictor.predict_arrays` does to a batch of images (arrays, or
+    files it decodes first) and appends each stage's ms: decode, pre (letterbox), forward, post (NMS, boxes back)."""
+    device = torch.device(device)
+    has_nms = getattr(backend, "has_nms", False)
+    layout = getattr(backend, "memory_format", torch.contiguous_format)  # as the Predictor letterboxes for it
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
+
+    def run(items: list) -> list:
+        t0 = time.perf_counter()
+        images = [read_image(i) if isinstance(i, (str, Path)) else i for i in items]
+        t1 = time.perf_counter()
+        x, infos = letterbox_batch(images, pre, device, memory_format=layout)
+        _sync(device)
+        t2 = time.perf_counter()
+        if has_nms:
+            dets = backend.detect(x)
+        else:
+            boxes, scores = backend(x)
+        _sync(device)
+        t3 = time.perf_counter()
+        if not has_nms:
+            dets = postprocess(boxes, scores, nms)
+        result = batch_boxes_to_original(dets, infos)
+        _sync(device)
+        t4 = time.perf_counter()
+        for key, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            stages[key].append(value * 1e3)
+        return result
+
+    return run, stages
 
 
 @dataclass
@@ -84,47 +106,21 @@ def benchmark(
         _sync(device)
         return out
 
-    stages: dict[str, list[float]] = {"pre": [], "forward": [], "post": []}
-
-    def end_to_end():
-        t0 = time.perf_counter()
-        xb, infos = letterbox_batch(chosen, preprocessing, device)
-        _sync(device)
-        t1 = time.perf_counter()
-        if has_nms:
-            dets = backend.detect(xb)
-        else:
-            boxes, scores = backend(xb)
-        _sync(device)
-        t2 = time.perf_counter()
-        if not has_nms:
-            dets = postprocess(boxes, scores, nms)
-        result = batch_boxes_to_original(dets, infos)
-        _sync(device)
-        t3 = time.perf_counter()
-        for key, value in zip(("pre", "forward", "post"), (t1 - t0, t2 - t1, t3 - t2)):
-            stages[key].append(value * 1e3)
-        return result
-
+    run, stages = staged_pipeline(backend, preprocessing, nms, device)
+    blocks = min(3, runs)
     with torch.inference_mode():
         for _ in range(warmup):
             forward()
-            end_to_end()
+            run(chosen)
         for v in stages.values():
             v.clear()
-        fwd, e2e = [], []
-        for _ in range(runs):  # interleaved, so that machine noise hits both alike
-            t = time.perf_counter()
-            forward()
-            fwd.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            end_to_end()
-            e2e.append((time.perf_counter() - t) * 1e3)
-    e2e_stats = percentiles(e2e)
+        timings = time_blocks({"forward": forward, "end_to_end": lambda: run(chosen)}, blocks=blocks,
+                              runs=-(-runs // blocks), warmup=0)
+    e2e_stats = timings.percentiles("end_to_end")
     return BenchResult(
         backend=name, device=str(device), batch=batch, threads=torch.get_num_threads(), warmup=warmup, runs=runs,
-        image_size=tuple(preprocessing.image_size), forward_ms=percentiles(fwd), end_to_end_ms=e2e_stats,
-        stages_ms={k: statistics.median(v) for k, v in stages.items()},
+        image_size=tuple(preprocessing.image_size), forward_ms=timings.percentiles("forward"),
+        end_to_end_ms=e2e_stats, stages_ms={k: statistics.median(stages[k]) for k in ("pre", "forward", "post")},
         throughput=batch / (e2e_stats["p50"] / 1e3),
     )
 
@@ -138,4 +134,71 @@ def markdown_table(results: list[BenchResult]) -> str:
         lines.append(f"| {r.backend} | {r.device} | {r.batch} | {f['p50']:.1f} / {f['p90']:.1f} / {f['p99']:.1f} | "
                      f"{e['p50']:.1f} / {e['p90']:.1f} / {e['p99']:.1f} | {s['pre']:.1f} / {s['forward']:.1f} / "
                      f"{s['post']:.1f} | {r.throughput:.1f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ side by side
+
+
+@dataclass
+class PathResult:
+    """One deployment path, end to end at batch 1 from an image file: medians over blocks (ms)."""
+
+    name: str
+    end_to_end_ms: float
+    stages_ms: dict[str, float]  # empty for a path timed elsewhere (a peer)
+    vs_baseline: float | None  # how many times faster than the baseline path (per-block ratios)
+    block_ms: list[float]
+
+    @property
+    def overhead(self) -> float | None:
+        """Letterbox + NMS + boxes back as a fraction of pre + forward + post (decoding the file aside: for folders
+        and videos it overlaps the network)."""
+        s = self.stages_ms
+        if not s:
+            return None
+        return (s["pre"] + s["post"]) / max(s["pre"] + s["forward"] + s["post"], 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "pre_post_share": self.overhead}
+
+
+def compare(backends: dict, items: list, *, baseline: str | None = None, blocks: int = 5, runs: int = 10,
+            warmup: int = 3, nms: NMSConfig = PREDICT_NMS, device: torch.device | str = "cpu",
+            turns: dict | None = None) -> list[PathResult]:
+    """Each backend end to end on one image per call (files decoded per call), the backends taking turns by blocks
+    (deploy.timing), fastest first; `baseline` (default: the first) is what the speed-ups are relative to.
+    `turns` are paths timed elsewhere (deploy.timing.Turn: a peer in its own venv), in the same blocks."""
+    baseline = baseline or next(iter(backends))
+    runners, stages = {}, {}
+    for name, backend in backends.items():
+        run, stages[name] = staged_pipeline(backend, backend.preprocessing, nms, device)
+        runners[name] = cycling(lambda item, run=run: run([item]), items)
+    with torch.inference_mode():
+        for run in (r for r in runners.values() for _ in range(warmup)):
+            run()
+        for times in (t for s in stages.values() for t in s.values()):
+            times.clear()  # stage medians of timed runs only, as the end-to-end ones
+        timings = time_blocks(runners, blocks=blocks, runs=runs, warmup=0, turns=turns)
+    results = [PathResult(name, timings.median(name),
+                          {k: statistics.median(v) for k, v in stages[name].items()} if name in stages else {},
+                          timings.ratio(baseline, name), timings.block_medians(name)) for name in timings.samples]
+    return sorted(results, key=lambda r: r.end_to_end_ms)
+
+
+def compare_markdown(results: list[PathResult], baseline: str, skipped: dict[str, str], note: str = "") -> str:
+    """The side-by-side table with the fastest path marked, the CPU named with its instruction sets."""
+    cpu = cpu_info()
+    lines = [f"CPU: {cpu.describe()}", "",
+             f"| path | end to end (ms) | x {baseline} | decode / letterbox / forward / post (ms) | pre + post share |",
+             "|---|---|---|---|---|"]
+    for i, r in enumerate(results):
+        s = r.stages_ms
+        name = f"**{r.name}** (fastest)" if i == 0 else r.name
+        split = f"{s['decode']:.1f} / {s['pre']:.1f} / {s['forward']:.1f} / {s['post']:.1f}" if s else "(its own)"
+        share = f"{r.overhead:.0%}" if s else ""
+        lines.append(f"| {name} | {r.end_to_end_ms:.1f} | x{r.vs_baseline:.2f} | {split} | {share} |")
+    lines += [f"| {name} | not run: {why} | | | |" for name, why in skipped.items()]
+    if note:
+        lines += ["", note]
     return "\n".join(lines)

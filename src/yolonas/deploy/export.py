@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from yolonas.arch.model import Preprocessing, YoloNAS
+from yolonas.deploy.timing import openvino_precision
 from yolonas.errors import InputError
 from yolonas.infer.postprocess import NMSConfig
 
@@ -24,6 +25,10 @@ META_SPEC = "yolonas_spec"
 META_OUTPUTS = "yolonas_outputs"
 META_INPUT = "yolonas_input"
 META_NMS = "yolonas_nms"
+META_QUANTIZATION = "yolonas_quantization"  # how an INT8 file was quantized (JSON), written by yolonas.quant
+META_PRECISION = "yolonas_precision"  # the inference precision an OpenVINO file is meant for: f32, bf16, int8
+META_KEYS = (META_CLASS_NAMES, META_PREPROCESSING, META_SPEC, META_OUTPUTS, META_INPUT, META_NMS, META_QUANTIZATION,
+             META_PRECISION)
 
 RAW_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
@@ -200,3 +205,58 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
     log.info("export: %s (%s outputs, %s input, batch %s, %dx%d%s)", path, "raw" if nms is None else "NMS",
              "uint8" if uint8_input else "float", batch or "dynamic", h, w, " dynamic size" if dynamic_size else "")
     return path
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, read without loading its weights."""
+    import onnx  # noqa: PLC0415 - the onnx extra
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
+        raise InputError(f"{path}: not an ONNX file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def export_openvino(onnx_path: str | Path, xml_path: str | Path, precision: str = "f32", model=None,
+                    metadata: dict[str, str] | None = None) -> Path:
+    """Convert one of our ONNX exports (or the already converted `model`) to an OpenVINO IR (.xml + .bin) that
+    keeps its metadata and says the precision it is meant to run at (f32, bf16, int8)."""
+    try:
+        import openvino as ov  # noqa: PLC0415 - optional dependency
+    except ImportError as e:
+        raise InputError("converting to OpenVINO needs openvino: pip install 'yolonas[openvino]'") from e
+    if precision not in ("f32", "bf16", "int8"):
+        raise InputError(f"OpenVINO precision {precision!r}: use f32, bf16 or int8")
+    if precision == "bf16":
+        openvino_precision("bf16")  # says now, in one line, when this CPU will run the file in f32 instead
+    meta = {**read_onnx_metadata(Path(onnx_path)), **(metadata or {}), META_PRECISION: precision}
+    if model is None:
+        model = ov.convert_model(str(onnx_path))
+    for key in META_KEYS:
+        if key in meta:
+            model.set_rt_info(meta[key], ["yolonas", key])
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    # Weights stay f32 in the file: OpenVINO's default fp16 compression would round them before any precision choice.
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    log.info("export: %s (OpenVINO IR, %s)", xml_path, precision)
+    return xml_path
+
+
+def export_file(model: YoloNAS, output: str | Path, fmt: str = "onnx", *, precision: str = "f32",
+                **onnx_options) -> Path:
+    """`model` as `output`: an ONNX file, or an OpenVINO IR meant for `precision` (f32, bf16). The IR's
+    intermediate ONNX lives in a temporary folder, so no file beside `output` is written or replaced."""
+    import tempfile  # noqa: PLC0415
+
+    if fmt == "onnx":
+        if precision != "f32":
+            raise InputError(f"--{precision} is an OpenVINO inference precision: use --format openvino (or --int8 "
+                             "for INT8 on ONNX Runtime)")
+        return export_onnx(model, output, **onnx_options)
+    if fmt != "openvino":
+        raise InputError(f"--format {fmt}: use onnx or openvino (TensorRT builds its engine from the .onnx)")
+    with tempfile.TemporaryDirectory(prefix="yolonas-export-") as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", **onnx_options)
+        return export_openvino(onnx_path, output, precision=precision)

@@ -2,8 +2,8 @@
 backend as its own small fused model, cached on disk, and summed into a prediction of the whole network.
 
 The cache key is (part config, input shapes, backend, precision, threads, machine), so a table can be shared by
-every search on a machine. Timings are medians over calls that take turns between the parts being measured, so
-that load from other processes hits them alike.
+every search on a machine. Parts are timed the one way (deploy.timing: turns by blocks, medians of block
+medians); a table timed another way (an older TIMING_VERSION) is refused, not mixed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from yolonas.arch.head import DFLHeads, decode_boxes
 from yolonas.arch.model import Preprocessing, build
 from yolonas.arch.neck import DownStage, UpStage
 from yolonas.arch.spec import ArchSpec, HeadSpec, NeckStageSpec, StageSpec
-from yolonas.deploy.benchmark import cpu_name
+from yolonas.deploy.timing import TIMING_VERSION, cpu_name, openvino_compiled, ort_runner, ort_session, time_blocks
 from yolonas.errors import InputError
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
@@ -153,10 +153,15 @@ class LatencyTable:
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
+                version = data.get("version")
                 self.entries = data["entries"]
                 self.calibrations = data.get("calibrations", {})
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise InputError(f"{self.path}: not a latency table ({e}); delete it to start a new one") from None
+            if version != TIMING_VERSION:
+                raise InputError(f"{self.path}: a latency table timed the old way (version {version}, now "
+                                 f"{TIMING_VERSION}); its numbers do not mix with new ones: delete it, or pass "
+                                 "--latency-table with a new file")
 
     def get(self, key: str) -> float | None:
         """The cached latency for `key`, counting the hit or miss."""
@@ -174,8 +179,8 @@ class LatencyTable:
         """Write atomically, so an interrupted search leaves a readable table."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "entries": self.entries, "calibrations": self.calibrations},
-                                  indent=0))
+        data = {"version": TIMING_VERSION, "entries": self.entries, "calibrations": self.calibrations}
+        tmp.write_text(json.dumps(data, indent=0))
         tmp.replace(self.path)
 
 
@@ -341,43 +346,23 @@ class LatencyModel:
             prefixes = NETWORK_PREFIXES if whole else ("/heads/head",) if isinstance(module, _Heads) else None
             path = int8_for_latency(path, path.with_name(f"{name}_int8.onnx"), feeds, prefixes=prefixes)
         if self.backend == "onnxruntime":
-            import onnxruntime as ort  # noqa: PLC0415
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            # Idle sessions must not spin: the parts take turns, and spinning pools would steal each other's cores.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            named = {i.name: f for i, f in zip(session.get_inputs(), feeds)}
-            return lambda: session.run(None, named)
-        import openvino as ov  # noqa: PLC0415
-
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                              "INFERENCE_NUM_THREADS": self.threads})
-        request = compiled.create_infer_request()
+            return ort_runner(ort_session(path, self.threads), *feeds)
+        request = openvino_compiled(path, self.threads, precision="f32").create_infer_request()
         return lambda: request.infer(dict(enumerate(feeds)))
 
     def _time(self, jobs: dict[str, tuple[nn.Module, list[torch.Tensor], bool]]) -> dict[str, float]:
-        """Median ms per job; the jobs take turns call by call, so load changes hit every job alike."""
+        """Median ms per job, timed the one way (deploy.timing: the jobs take turns by blocks)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
+        blocks = min(3, self.runs)
         try:
             with tempfile.TemporaryDirectory(prefix="yolonas_lat_") as tmp:
                 runners = {k: self._runner(m, x, Path(tmp), f"p{i}", whole)
                            for i, (k, (m, x, whole)) in enumerate(jobs.items())}
-                for fn in runners.values():
-                    for _ in range(self.warmup):
-                        fn()
-                samples: dict[str, list[float]] = {k: [] for k in runners}
-                for _ in range(self.runs):
-                    for k, fn in runners.items():
-                        t0 = time.perf_counter()
-                        fn()
-                        samples[k].append((time.perf_counter() - t0) * 1e3)
+                timings = time_blocks(runners, blocks=blocks, runs=-(-self.runs // blocks), warmup=self.warmup)
         finally:
             torch.set_num_threads(threads)
-        return {k: statistics.median(v) for k, v in samples.items()}
+        return timings.medians()
 
 
 def fit_correction(predicted: list[float], measured: list[float]) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import torch
 
 from yolonas.arch.model import Preprocessing
 from yolonas.data.dataset import IMAGE_SUFFIXES
-from yolonas.deploy.export import META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_PREPROCESSING
+from yolonas.deploy.export import META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_PREPROCESSING, META_QUANTIZATION
 from yolonas.errors import DataError, InputError
 from yolonas.infer.letterbox import letterbox_batch
 from yolonas.infer.sources import read_image
@@ -60,7 +60,7 @@ def read_model_info(path: str | Path) -> ModelInfo:
                          "written by `yolonas export`")
     if meta.get(META_OUTPUTS, "raw") != "raw":
         raise InputError(f"{path}: has NMS in its graph; quantize a raw-output export (yolonas export without --nms)")
-    if any(p.key == "yolonas_quantization" for p in model.metadata_props):
+    if META_QUANTIZATION in meta:
         raise InputError(f"{path}: is already quantized; quantize the float export")
     pre = Preprocessing.from_dict(json.loads(meta[META_PREPROCESSING]))
     return ModelInfo(path, pre, meta.get(META_INPUT, "float") == "uint8", meta)

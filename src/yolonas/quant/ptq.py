@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolonas.deploy.export import META_QUANTIZATION
 from yolonas.errors import InputError
 from yolonas.quant.calibration import (
     CONV_OP_TYPES,
@@ -25,7 +26,6 @@ from yolonas.quant.calibration import (
 
 log = logging.getLogger(__name__)
 
-META_QUANTIZATION = "yolonas_quantization"
 ACTIVATIONS = ("uint8", "int8")
 # uint8 asymmetric activations (ORT's U8S8 kernels) measured fastest on this project's x86 CPU
 # (benchmarks/results/quant_speed_cpu.md); int8 symmetric (zero point 0) is what TensorRT requires.

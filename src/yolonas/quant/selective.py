@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from yolonas.deploy.timing import ort_runner, ort_session, time_blocks
 from yolonas.errors import InputError
-from yolonas.quant.sensitivity import Evaluator, LayerSensitivity, SensitivityReport, _session
+from yolonas.quant.sensitivity import Evaluator, LayerSensitivity, SensitivityReport
 
 
 def priority(report: SensitivityReport) -> list[LayerSensitivity]:
@@ -26,22 +25,9 @@ def priority(report: SensitivityReport) -> list[LayerSensitivity]:
 
 def measure_latency(models: dict[str, object], batch: np.ndarray, threads: int = 2, blocks: int = 5,
                     runs: int = 5) -> dict[str, float]:
-    """Median forward ms per model, the models taking turns in every block so that machine noise hits them alike."""
-    sessions = {k: _session(m, threads) for k, m in models.items()}
-    x = batch[:1]
-    name = {k: s.get_inputs()[0].name for k, s in sessions.items()}
-    for k, s in sessions.items():
-        s.run(None, {name[k]: x})
-    per_block: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(blocks):
-        for k, s in sessions.items():
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                s.run(None, {name[k]: x})
-                times.append((time.perf_counter() - t) * 1e3)
-            per_block[k].append(statistics.median(times))
-    return {k: statistics.median(v) for k, v in per_block.items()}
+    """Median forward ms per model (path or ModelProto) on one image, timed the one way (deploy.timing)."""
+    fns = {k: ort_runner(ort_session(m, threads), batch[:1]) for k, m in models.items()}
+    return time_blocks(fns, blocks=blocks, runs=runs, warmup=1).medians()
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolonas.deploy.timing import ort_session
 from yolonas.errors import InputError
 from yolonas.quant.calibration import Calibration, load_batch, read_model_info
 from yolonas.quant.ptq import (
@@ -62,20 +63,6 @@ def output_error(ref: tuple[np.ndarray, np.ndarray], out: tuple[np.ndarray, np.n
     return OutputError(float(np.abs(q_s - ref_s).mean()), float((1 - iou).mean()))
 
 
-def _session(model, threads: int, profile: str | None = None):
-    import onnxruntime as ort  # noqa: PLC0415
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if profile is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile
-    data = model if isinstance(model, (str, Path)) else model.SerializeToString()
-    return ort.InferenceSession(str(data) if isinstance(data, Path) else data, options,
-                                providers=["CPUExecutionProvider"])
-
-
 def _run(session, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     name = session.get_inputs()[0].name
     outs = [session.run(None, {name: batch[i:i + 1]}) for i in range(len(batch))]  # static batch-1 exports
@@ -107,7 +94,7 @@ class Evaluator:
         self.ranges = load_tensors_data(calib.ranges)
         self.layers: list[Layer] = conv_layers(calib.model)
         self.network = network_nodes(calib.model)
-        self.reference = _run(_session(calib.model, threads), self.batch)
+        self.reference = _run(ort_session(calib.model, threads), self.batch)
 
     def variant(self, float_layers=(), nodes: list[str] | None = None):
         """The QDQ ModelProto with every network node INT8 but `float_layers` (or exactly `nodes`)."""
@@ -116,7 +103,7 @@ class Evaluator:
 
     def error(self, float_layers=(), nodes: list[str] | None = None) -> OutputError:
         """Output error of a variant on the validation images."""
-        return output_error(self.reference, _run(_session(self.variant(float_layers, nodes), self.threads),
+        return output_error(self.reference, _run(ort_session(self.variant(float_layers, nodes), self.threads),
                                                  self.batch))
 
 
@@ -146,7 +133,7 @@ def _conv_keys(model: str | Path) -> dict[str, str]:
 def _kernel_events(model, batch: np.ndarray, runs: int, threads: int) -> list[dict]:
     """onnxruntime's profiler events of each node's kernel over `runs` timed runs (after one warm-up run)."""
     with tempfile.TemporaryDirectory(prefix="yolonas-prof-") as tmp:
-        session = _session(model, threads, profile=str(Path(tmp) / "prof"))
+        session = ort_session(model, threads, profile_prefix=str(Path(tmp) / "prof"))
         x = batch[:1]
         name = session.get_inputs()[0].name
         session.run(None, {name: x})  # warm-up; its events are dropped below
