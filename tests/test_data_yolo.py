@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 
@@ -73,10 +74,11 @@ def test_to_coco_round_trip(coco128):
         assert a["area"] == pytest.approx(w * h, rel=1e-4)
 
 
-def test_aquarium_test_split_reports_two_zero_size_boxes(aquarium):
-    with pytest.warns(UserWarning, match="degenerate box") as record:
+def test_aquarium_test_split_reports_two_zero_size_boxes(aquarium, caplog):
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
         ds = load_data_yaml(aquarium / "data.yaml", "test")
-    assert len(record) == 1  # one summary block
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # one summary block
+    assert "degenerate box" in caplog.records[0].getMessage()
     assert len(ds) == 63 and sum(len(ds.labels(i)[0]) for i in range(len(ds))) == 584 - 2
     assert ds.report.counts == {DEGENERATE: 2}
     assert sorted(ds.report.found[DEGENERATE]) == [
@@ -98,7 +100,7 @@ def write_jpg(path, h=100, w=200):
     cv2.imwrite(str(path), np.full((h, w, 3), 90, np.uint8))
 
 
-def test_faulty_dataset_opens_reports_each_fault_once(tmp_path):
+def test_faulty_dataset_opens_reports_each_fault_once(tmp_path, caplog):
     images, labels = tmp_path / "images", tmp_path / "labels"
     for name in ("a", "b", "c"):
         write_jpg(images / f"{name}.jpg")
@@ -110,10 +112,10 @@ def test_faulty_dataset_opens_reports_each_fault_once(tmp_path):
                                   "1 0.95 0.5 0.3 0.2\n")  # reaches out on the right: clipped
     (labels / "b.txt").write_text("1 0.25 0.25 0.5 0.5\n\n1 0.6 0.6 0.0 0.1\n")  # blank line, zero-width box
     (labels / "broken.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # c has no label file
-    with pytest.warns(UserWarning) as record:
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
         ds = YoloDataset(images, ["cat", "dog"])
-    assert len(record) == 1
-    message = str(record[0].message)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
     for fault in (UNPARSABLE, BAD_CLASS, OUTSIDE, DEGENERATE, CORRUPT_IMAGE, NO_LABEL_FILE):
         assert fault in message
         assert ds.report.count(fault) == 1, fault
@@ -128,12 +130,13 @@ def test_faulty_dataset_opens_reports_each_fault_once(tmp_path):
     assert len(c.boxes) == 0 and c.image.shape == (100, 200, 3)
 
 
-def test_list_of_images_missing_file_and_polygon_line(tmp_path):
+def test_list_of_images_missing_file_and_polygon_line(tmp_path, caplog):
     write_jpg(tmp_path / "images" / "a.jpg")
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.txt").write_text("1 0.1 0.2 0.5 0.2 0.3 0.6\n")  # a segment: its enclosing box
-    with pytest.warns(UserWarning, match="missing image"):
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
         ds = YoloDataset([tmp_path / "images" / "a.jpg", tmp_path / "images" / "gone.jpg"], ["x", "y"])
+    assert "missing image" in caplog.text
     assert len(ds) == 1 and ds.report.count(MISSING_IMAGE) == 1
     np.testing.assert_allclose(ds[0].boxes, [[20, 20, 100, 60]], atol=1e-4)
 
@@ -184,3 +187,20 @@ def test_synthetic_dataset_boxes_frame_the_shapes(tmp_path):
         box = draw_shape(canvas, cls, np.array([10, 12, 41, 50]), (255, 255, 255))
         ys, xs = np.nonzero(canvas[..., 0])
         np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+
+
+def test_truncated_jpeg_is_caught_at_open_and_counted(tmp_path, caplog):
+    """A JPEG cut short keeps a readable header (PIL's verify passes it): the check must still drop it."""
+    images = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for name in ("good", "cut"):
+        images.mkdir(exist_ok=True)
+        cv2.imwrite(str(images / f"{name}.jpg"), rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    data = (images / "cut.jpg").read_bytes()
+    (images / "cut.jpg").write_bytes(data[: len(data) // 2])
+    # a good JPEG with bytes appended after its end marker is still good
+    (images / "tail.jpg").write_bytes((images / "good.jpg").read_bytes() + b"\0" * 5000)
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
+        ds = YoloDataset(images, ["x"])
+    assert ds.files == ["good.jpg", "tail.jpg"]
+    assert ds.report.found[CORRUPT_IMAGE] == [str(images / "cut.jpg")] and "cut.jpg" in caplog.text

@@ -19,6 +19,7 @@ from yolonas.showdown import (
     ShowdownConfig,
     epochs_for_budget,
     pareto,
+    peer_data,
     peer_predictions_to_coco,
     run_showdown,
     time_together,
@@ -155,3 +156,24 @@ def test_ultralytics_child_smoke(tiny_data, tmp_path, monkeypatch):
     assert row["latency_fp32_ms"] > 0 and row["latency_int8_ms"] > 0
     assert "per-channel" in row["int8_recipe"]
     assert Path(row["onnx_int8"]).is_file()
+
+
+def test_peer_data_finds_the_labels_of_linked_images(tmp_path):
+    """A data set whose image files are links into another folder: labels come from the path as given."""
+    real = make_synthetic_dataset(tmp_path / "real", n_images=3, n_val=1, size=64).parent
+    linked = tmp_path / "linked"
+    for split in ("train", "val"):
+        (linked / split / "images").mkdir(parents=True)
+        (linked / split / "labels").mkdir(parents=True)
+        for image in (real / split / "images").iterdir():
+            (linked / split / "images" / image.name).symlink_to(image)  # the target has labels elsewhere
+            label = real / split / "labels" / f"{image.stem}.txt"
+            (linked / split / "labels" / label.name).write_text(label.read_text())
+        for label in (real / split / "labels").iterdir():
+            label.unlink()  # no labels beside the link targets: only the linked folder has them
+    (linked / "data.yaml").write_text((real / "data.yaml").read_text())
+    data = peer_data(str(linked / "data.yaml"), ("train", "val"), tmp_path / "peer")
+    for key in ("train", "val"):
+        images = sorted((data.parent / key / "images").iterdir())
+        labels = sorted((data.parent / key / "labels").iterdir())
+        assert len(images) == len(labels) > 0 and all(p.resolve().is_file() for p in labels)

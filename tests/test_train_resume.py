@@ -55,3 +55,39 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path, deterministic_off_a
         assert torch.equal(resumed[2][key], value), key  # ... and after it
     moved = [k for k, v in full[2].items() if v.is_floating_point() and not torch.equal(v, full[1][k])]
     assert len(moved) > len(full[2]) // 2  # epoch 2 did train
+
+
+def test_ctrl_c_says_how_to_resume_and_the_resumed_run_keeps_its_settings(tmp_path, monkeypatch, capsys):
+    """An interrupted run names its last.pt and the resume command; `--resume` alone (no --recipe, no --workers)
+    continues with the run's own settings, not the default recipe's."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from yolonas.cli import app  # noqa: PLC0415
+    from yolonas.train import trainer as trainer_module  # noqa: PLC0415
+
+    data = make_synthetic_dataset(tmp_path / "shapes", n_images=4, n_val=2, size=64, seed=1)
+    monkeypatch.chdir(tmp_path)
+    calls = {"n": 0}
+    original = trainer_module.Trainer.train_epoch
+
+    def interrupted_in_epoch_2(self, epoch):
+        calls["n"] += 1
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted_in_epoch_2)
+    args = ["train", "--data", str(data), "--recipe", "cpu_smoke", "--epochs", "3", "--imgsz", "64", "--batch", "2",
+            "--workers", "0", "--name", "cut", "--set", "run.plots=false"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 130  # what a Ctrl-C ends with
+    err = capsys.readouterr().err + r.output
+    last = Path("runs/train/cut/weights/last.pt")
+    assert "interrupted in epoch 2 of 3" in err and f"yolonas train --resume {last}" in err
+
+    seen = {}
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", original)
+    monkeypatch.setattr(trainer_module.Trainer, "fit", lambda self: seen.update(cfg=self.cfg, start=self.start_epoch))
+    CliRunner().invoke(app, ["train", "--resume", str(last)])
+    assert seen["start"] == 1 and seen["cfg"].data.workers == 0 and seen["cfg"].data.image_size == 64
+    assert seen["cfg"].model.name == "yolo_nas_tiny"  # cpu_smoke's, not the default recipe's yolo_nas_s

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -19,25 +21,62 @@ JsonOpt = Annotated[str | None, typer.Option("--json", help="Write the result as
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder under runs/<task>/ (default: next free)")]
 
-# The training flags `train` and `distill` share; each overrides the recipe's field when given.
+DEFAULT_RECIPE = "scratch_small_data"
+
+
+def _recipe_default(section: str, key: str) -> str:
+    """' (default recipe: V)' for help texts: the default recipe's value, read from its YAML (no torch import)."""
+    from importlib import resources  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    text = (resources.files("yolonas") / "recipes" / f"{DEFAULT_RECIPE}.yaml").read_text()
+    value = (yaml.safe_load(text).get(section) or {}).get(key)
+    return f" (default recipe: {value})"
+
+
+# The training flags `train` and `distill` share; each overrides the recipe's field when given, and the help shows
+# the default recipe's value.
 DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")]
-RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, finetune, coco_yolo_nas_s, "
-                                        "cpu_smoke, or a recipe YAML.")]
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, cpu_s320 (yolo_nas_s on a CPU), "
+                                        "finetune, coco_yolo_nas_s, cpu_smoke, or a recipe YAML.")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs")]
-LrOpt = Annotated[float | None, typer.Option("--lr")]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Images per step and process.")]
-ImgszOpt = Annotated[int | None, typer.Option("--imgsz")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers")]
-PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'.")]
-TrainDeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs." + _recipe_default("schedule", "epochs"))]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + _recipe_default("optimizer", "lr"))]
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Images per step and process." +
+                                              _recipe_default("data", "batch_size"))]
+ImgszOpt = Annotated[int | None, typer.Option("--imgsz", help="Square input size." +
+                                              _recipe_default("data", "image_size"))]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes." +
+                                                _recipe_default("data", "workers"))]
+PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'." +
+                                                   _recipe_default("model", "pretrained"))]
+TrainDeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: auto).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")]
 ResumeOpt = Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")]
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the library's progress messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+) -> None:
     """YOLO-NAS: train, evaluate, predict, export, quantize and search."""
+    _setup_logging(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+
+def _setup_logging(level: int) -> None:
+    """The library's messages (logging) on stderr as plain lines, once per process; third-party noise off."""
+    logger = logging.getLogger("yolonas")
+    logger.setLevel(level)
+    if not any(getattr(h, "_yolonas", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._yolonas = True
+        logger.addHandler(handler)
+
+
+_CREATED: list[Path] = []  # run folders made by this command: removed again when it fails and leaves them empty
 
 
 def _emit_json(result: dict, target: str | None) -> None:
@@ -60,6 +99,8 @@ def run_dir(task: str, name: str | None) -> Path:
             n += 1
         name = f"exp{n}" if n > 1 else "exp"
     path = root / name
+    if not path.exists():
+        _CREATED.append(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -112,6 +153,9 @@ def _detector(model: str | None, weights: str | None, imgsz: int | None, device:
         from yolonas.deploy.backends import load_backend  # noqa: PLC0415
 
         return load_backend(path, device=device)
+    if path and (Path(path).suffix.lower() in (".yaml", ".yml") or not Path(path).exists()):
+        print(f"warning: {path} has random weights (no checkpoint given), so its detections are noise; pass a "
+              "trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
     return _load_model(model, weights, imgsz).eval().fuse()
 
 
@@ -148,9 +192,10 @@ def predict(
     json_out: JsonOpt = None,
 ) -> None:
     """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json."""
-    from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
+    from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
+    inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     net = _detector(model, weights, imgsz, device)
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
     predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
@@ -158,13 +203,12 @@ def predict(
     out = run_dir("predict", name)
     n_images = n_boxes = 0
     with PredictionWriter(out, save_images=save) as writer:
-        for item_name, image, det in predictor.stream(source):
+        for item_name, image, det in predictor.stream(inputs):
             writer.add(item_name, image, det)
             n_images, n_boxes = n_images + 1, n_boxes + len(det)
     skipped = predictor.skipped
+    # Each skipped file was already named, with its reason, as it was met.
     print(f"predict: {n_images} images, {n_boxes} detections, {len(skipped)} skipped -> {out}", file=sys.stderr)
-    for file, reason in skipped:
-        print(f"  skipped {file}: {reason}", file=sys.stderr)
     _emit_json({"run_dir": str(out), "images": n_images, "detections": n_boxes,
                 "skipped": [{"file": f, "reason": r} for f, r in skipped], "predictions": writer.entries}, json_out)
 
@@ -173,7 +217,7 @@ def predict(
 def train(
     data: DataOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Overrides the recipe's model.")] = None,
-    recipe: RecipeOpt = "scratch_small_data",
+    recipe: RecipeOpt = DEFAULT_RECIPE,
     images: ImagesOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
@@ -200,6 +244,7 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
     """`train` and `distill`: the recipe, then the flags, then --set items; train; print the result JSON."""
     from yolonas.train import apply_overrides, load_recipe  # noqa: PLC0415
     from yolonas.train import train as run_training  # noqa: PLC0415
+    from yolonas.train.trainer import resumed_recipe  # noqa: PLC0415
 
     if resume is not None:
         overrides["resume"] = True if resume.lower() == "true" else resume
@@ -208,7 +253,14 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
         if not sep:
             raise typer.BadParameter(f"--set {item!r}: expected key=value")
         overrides[key.strip()] = value
-    result = run_training(apply_overrides(load_recipe(recipe), overrides))
+    cfg = apply_overrides(load_recipe(recipe), overrides)
+    if resume is not None:  # the run's own settings, then only what this command states again
+        cfg = apply_overrides(resumed_recipe(cfg), overrides)
+    result = run_training(cfg)
+    if result.run_dir is not None:  # DDP ranks other than 0 write nothing
+        print(f"train: best {result.best} ({cfg.run.best_metric} {result.best_fitness:.3f} at epoch "
+              f"{result.best_epoch} of {result.epochs}); last {result.last}" if result.best_epoch else
+              f"train: {result.last} ({result.epochs} epochs, not validated)", file=sys.stderr)
     _emit_json({"run_dir": str(result.run_dir), "best": str(result.best), "last": str(result.last),
                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics}, json_out)
 
@@ -218,7 +270,7 @@ def distill(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="The teacher checkpoint (same classes).")],
     data: DataOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="The student (overrides the recipe's).")] = None,
-    recipe: RecipeOpt = "scratch_small_data",
+    recipe: RecipeOpt = DEFAULT_RECIPE,
     images: ImagesOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
@@ -531,7 +583,7 @@ def bench(
         return
     engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz, compile, cuda_graphs)
     images, what = _bench_images(source)
-    sizes = [int(b) for b in batch.split(",")]
+    sizes = _batch_sizes(batch)
     results = [benchmark(engine, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
     table = markdown_table(results)
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
@@ -544,6 +596,19 @@ def bench(
         Path(output + ".json").write_text(json.dumps(result, indent=2) + "\n")
         Path(output + ".md").write_text(f"# Benchmark\n\n{header}\n\n{table}\n")
     _emit_json(result, json_out)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    """--batch 1,8,32 as positive integers; InputError in one line otherwise."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise InputError(f"--batch {text!r}: give batch sizes as integers, comma-separated (1,8,32)") from None
+    if any(b < 1 for b in sizes):
+        raise InputError(f"--batch {text}: every batch size must be at least 1")
+    return sizes
 
 
 def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | None, threads: int | None,
@@ -673,13 +738,27 @@ def search(
     _emit_json(result, json_out)
 
 
+def _remove_empty_run_folders() -> None:
+    for path in _CREATED:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def main() -> None:
     """Entry point: run the app, printing our own errors as one line."""
+    # Libraries' warnings about their own internals are not the user's business on the command line.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         app()
     except YolonasError as e:
+        _remove_empty_run_folders()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        _remove_empty_run_folders()
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -244,10 +244,12 @@ def peer_data(data: str, splits: tuple[str, str], folder: Path) -> Path:
                 shutil.rmtree(target)
             target.mkdir(parents=True)
         for image in open_dataset(data, split).image_files:
-            image = Path(image).resolve()
-            (folder / key / "images" / image.name).symlink_to(image)
-            if label_path(image).is_file():
-                (folder / key / "labels" / label_path(image).name).symlink_to(label_path(image).resolve())
+            # The label path comes from the image path as the data set gives it: a linked image's target may
+            # lie in a folder with no labels beside it (data sets assembled from links).
+            image, labels = Path(image).absolute(), label_path(Path(image).absolute())
+            (folder / key / "images" / image.name).symlink_to(image.resolve())
+            if labels.is_file():
+                (folder / key / "labels" / labels.name).symlink_to(labels.resolve())
         entries[key] = f"{key}/images"
     yaml_path = folder / "data.yaml"
     yaml_path.write_text(json.dumps({"path": str(folder.resolve()), **entries, "nc": len(names), "names": names}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ NO_LABEL_FILE = "image without a label file (kept as a background image)"
 
 # Background images are normal in detection data sets: counted and listed, but not a reason to warn.
 INFO_ONLY = frozenset({NO_LABEL_FILE})
+
+log = logging.getLogger(__name__)
 
 OUTSIDE_TOLERANCE = 1.0  # pixels; rounding in exported labels overshoots the border by far less than this
 
@@ -59,17 +61,19 @@ class LabelReport:
         return "\n".join(lines)
 
     def warn(self) -> None:
-        """Print the summary as one warning when anything was skipped, clipped or dropped."""
+        """Log the summary as one warning when anything was skipped, clipped or dropped."""
         if self.has_faults:
-            warnings.warn(self.summary(), stacklevel=3)
+            log.warning(self.summary())
 
 
 def image_size(path: Path) -> tuple[int, int] | str:
     """(height, width) from the file header without decoding the pixels, or the fault when it is missing/corrupt."""
     try:
         with Image.open(path) as im:
-            width, height = im.size
+            width, height, fmt = im.width, im.height, im.format
             im.verify()  # cheap structural check (PNG chunk CRCs, headers); full decode would be far slower
+        if fmt == "JPEG" and _truncated_jpeg(path):
+            return CORRUPT_IMAGE
     except FileNotFoundError:
         return MISSING_IMAGE
     except Exception:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, struct.error)
@@ -77,6 +81,22 @@ def image_size(path: Path) -> tuple[int, int] | str:
     if width <= 0 or height <= 0:
         return CORRUPT_IMAGE
     return height, width
+
+
+def _truncated_jpeg(path: Path) -> bool:
+    """True for a JPEG cut short: its header passes `verify`, so look for the end-of-image marker near the end,
+    and only where it is missing decode the file fully to decide (some writers append data after it)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 4096))
+        if b"\xff\xd9" in f.read():
+            return False
+    try:
+        with Image.open(path) as im:
+            im.load()  # raises on a truncated file (PIL's LOAD_TRUNCATED_IMAGES is off)
+    except Exception:  # noqa: BLE001 - any decode failure means the same: the file is cut short or broken
+        return True
+    return False
 
 
 def clip_boxes(boxes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ workers hold their own copy of the dataset and would never see a change made to 
 
 from __future__ import annotations
 
+import logging
 import random
-import warnings
 from collections.abc import Sequence
 
 import cv2
@@ -29,6 +29,7 @@ from yolonas.data.transforms import (
 )
 from yolonas.errors import DataError
 
+log = logging.getLogger(__name__)
 _warned: set[str] = set()  # per process: each undecodable file is warned about once
 
 
@@ -39,7 +40,7 @@ def load_sample(dataset: DetectionDataset, index: int, drop_crowd: bool = True) 
     except DataError as e:
         if str(e) not in _warned:
             _warned.add(str(e))
-            warnings.warn(f"{e}; skipped", stacklevel=2)
+            log.warning("%s; skipped", e)
         return None
     return sample.select(~sample.crowd) if drop_crowd else sample
 

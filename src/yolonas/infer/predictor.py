@@ -32,6 +32,23 @@ class Backend(Protocol):
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+def checked_device(device: torch.device | str) -> torch.device:
+    """`device` as a torch.device, or an InputError in one line when it is not a device this machine has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"--device {device}: not a device name ({e}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU here (torch.cuda.is_available() is False); "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps"):
+        raise InputError(f"--device {device}: use cpu, cuda or cuda:N")
+    return dev
+
+
 class TorchBackend:
     """A YoloNAS module as a `Backend`: forward, then decode, in eval mode.
 
@@ -47,7 +64,7 @@ class TorchBackend:
     def __init__(self, model: nn.Module, device: torch.device | str = "cpu", half: bool = False,
                  channels_last: bool = True, compile: bool | str = False, cuda_graphs: bool = False,
                  bf16: bool = False):
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         if cuda_graphs and self.device.type != "cuda":
             raise InputError(f"CUDA graphs need a CUDA device, not {self.device}")
         if half and bf16:
@@ -121,7 +138,7 @@ class Predictor:
                  class_names: list[str] | None = None, bf16: bool = False):
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         is_yolonas = isinstance(model, nn.Module) and hasattr(model, "decode")
         self.backend: Backend = TorchBackend(model, self.device, half, bf16=bf16) if is_yolonas else model
         if not callable(self.backend):

@@ -100,7 +100,10 @@ class ImageSource:
             path = Path(source)
             if path.is_dir():
                 # Hidden files (.DS_Store, editor swap files) are not inputs; every other file is tried.
-                yield from sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+                files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+                if not files:
+                    raise InputError(f"{source}: the folder is empty; give a folder with images or videos")
+                yield from files
             elif path.exists():
                 yield path
             elif any(c in str(source) for c in "*?["):

@@ -33,6 +33,15 @@ class DataConfig:
     # dropped as before: anchors inside one that no real box claims are neither positives nor negatives.
     ignore_crowd: bool = True
 
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.image_size % 32:
+            raise InputError(f"image size {self.image_size}: give a positive multiple of 32 (320, 416, 640)")
+        for name in ("batch_size", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"data.{name} {getattr(self, name)}: give at least 1 image per step")
+        if self.workers < 0:
+            raise InputError(f"data.workers {self.workers}: give 0 (load in the main process) or more")
+
 
 @dataclass
 class ModelConfig:
@@ -62,6 +71,12 @@ class ScheduleConfig:
     warmup_lr: float = 1e-6  # learning rate at step 0
     final_lr_ratio: float = 0.1  # cosine ends at lr * final_lr_ratio
     close_mosaic_epochs: int = 0  # mosaic off for the last N epochs
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"epochs {self.epochs}: train at least 1 epoch")
+        if self.close_mosaic_epochs < 0 or self.warmup_steps < 0 or self.warmup_epochs < 0:
+            raise InputError("schedule: close_mosaic_epochs, warmup_steps and warmup_epochs cannot be negative")
 
 
 @dataclass

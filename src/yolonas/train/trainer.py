@@ -67,6 +67,8 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # the last validation's metrics
 
 
+ESTIMATE_AFTER_STEPS = 3  # the CPU time estimate is taken over these steps, after the first
+
 # ------------------------------------------------------------------------------------------------ building
 
 
@@ -279,6 +281,7 @@ class Trainer:
         self.rng_to_restore = None
         if ckpt is not None:
             self._load_training_state(ckpt)
+        self.saved_epoch = self.start_epoch  # the epoch last.pt holds
         self.run_dir = self._make_run_dir(resume_path) if self.dist.is_main else None
         self.weights_dir = self.run_dir / "weights" if self.run_dir else None
         self.tb = self._tensorboard()
@@ -316,8 +319,9 @@ class Trainer:
             if self.cfg.run.amp_dtype != "bf16":
                 return None
             if not torch.cpu._is_avx512_bf16_supported():
-                self.log("warning: --amp-dtype bf16 on a CPU without native bf16 (AVX512-BF16 / AMX) runs slower "
-                         "than fp32")
+                print("yolonas: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX), where it runs "
+                      "slower than fp32: training in fp32", file=sys.stderr)
+                return None
             return torch.bfloat16
         if self.device.type != "cuda":
             return None
@@ -407,16 +411,11 @@ class Trainer:
             set_rng_state(self.rng_to_restore)
             self.rng_to_restore = None
         for epoch in range(self.start_epoch, cfg.schedule.epochs):
-            t0, lr = time.time(), self.optimizer.param_groups[0]["lr"]
-            losses = self.train_epoch(epoch)
-            last_epoch = epoch + 1 == cfg.schedule.epochs
-            every = cfg.run.val_every
-            metrics = {}
-            if self.dist.is_main and (last_epoch or (every > 0 and (epoch + 1) % every == 0)):
-                metrics = self.validate(plots=last_epoch and cfg.run.plots)
-            self.end_epoch(epoch, lr, losses, metrics, time.time() - t0)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self, epoch + 1)
+            try:
+                self.run_epoch(epoch)
+            except KeyboardInterrupt:
+                self._interrupted(epoch)
+                raise
         if self.tb is not None:
             self.tb.close()
         if self.skipped_steps:
@@ -424,6 +423,32 @@ class Trainer:
         w = self.weights_dir
         return TrainResult(self.run_dir, w / "best.pt" if w else None, w / "last.pt" if w else None,
                            cfg.schedule.epochs, self.best_epoch, self.best_fitness, self.metrics)
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train one epoch, validate when due, log and checkpoint it."""
+        t0, lr = time.time(), self.optimizer.param_groups[0]["lr"]
+        losses = self.train_epoch(epoch)
+        last_epoch = epoch + 1 == self.cfg.schedule.epochs
+        every = self.cfg.run.val_every
+        metrics = {}
+        if self.dist.is_main and (last_epoch or (every > 0 and (epoch + 1) % every == 0)):
+            metrics = self.validate(plots=last_epoch and self.cfg.run.plots)
+        self.end_epoch(epoch, lr, losses, metrics, time.time() - t0)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, epoch + 1)
+
+    def _interrupted(self, epoch: int) -> None:
+        """Say where an interrupted run stands and the exact command that resumes it."""
+        if not self.dist.is_main:
+            return
+        last = self.weights_dir / "last.pt" if self.weights_dir else None
+        if last is None or not last.is_file():
+            print(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}, before any checkpoint: "
+                  f"nothing to resume; {self.run_dir} holds the run so far", file=sys.stderr, flush=True)
+            return
+        print(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}; {last} holds epoch "
+              f"{self.saved_epoch} (best so far: epoch {self.best_epoch}). Resume with:\n"
+              f"  yolonas train --resume {last}", file=sys.stderr, flush=True)
 
     def set_epoch(self, epoch: int) -> None:
         """Everything epoch-dependent in the data: the sampler's permutation, per-item RNG, mosaic closing."""
@@ -441,14 +466,28 @@ class Trainer:
         self.net.train()
         sums = torch.zeros(len(self.loss_keys), device=self.device)
         steps = 0
+        started = None
         with self._progress(epoch) as advance:
             for batch in self.loader:
                 part = self.train_step(batch["images"], batch["targets"], epoch, batch.get("ignore"))
                 sums += part
                 steps += 1
                 advance(part)
+                if steps == 1:
+                    started = time.perf_counter()  # after the first step: loader start-up is not per step
+                elif steps == ESTIMATE_AFTER_STEPS + 1 and epoch == self.start_epoch:
+                    self._estimate((time.perf_counter() - started) / ESTIMATE_AFTER_STEPS, epoch)
         mean = all_reduce_mean(sums / max(steps, 1), self.dist)
         return dict(zip(self.loss_keys, mean.tolist()))
+
+    def _estimate(self, step_s: float, epoch: int) -> None:
+        """On the CPU, where a run can take hours, say early how long an epoch and the run will take."""
+        if self.device.type != "cpu":
+            return
+        epoch_s = step_s * len(self.loader)
+        left = self.cfg.schedule.epochs - epoch
+        self.log(f"estimate: about {epoch_s:.0f} s per epoch on this CPU, {epoch_s * left / 60:.0f} min for the "
+                 f"{left} epoch(s) to go (plus validation); a GPU, a smaller --imgsz or the cpu_s320 recipe is faster")
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int,
                    ignore: torch.Tensor | None = None) -> torch.Tensor:
@@ -544,6 +583,7 @@ class Trainer:
 
     def _save(self, epoch: int, best: bool) -> None:
         cfg = self.cfg
+        self.saved_epoch = epoch + 1
         common = {"epoch": epoch + 1, "metrics": self.metrics, "config": cfg.to_dict(),
                   "best_fitness": self.best_fitness, "best_epoch": self.best_epoch}
         save_checkpoint(
@@ -595,6 +635,13 @@ class _Progress:
         if self.enabled:
             self.bar.stop()
         return False
+
+
+def resumed_recipe(cfg: TrainConfig) -> TrainConfig:
+    """The config the run that `cfg.run.resume` names was started with (read from its last.pt): a resumed run
+    keeps its own settings, and only what the user states again changes."""
+    path = Trainer._resume_path(cfg)
+    return TrainConfig.from_dict(read_checkpoint(path)["config"], f"{path}: config")
 
 
 def train(cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None,
