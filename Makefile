@@ -1,13 +1,19 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
-PYTHON ?= python3
+# Two commands do everything on a fresh machine: `make demo` and `make test`. Both make the project's own virtual
+# environment (.venv, in this folder) first; every other target uses it. BASE_PYTHON makes it.
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-STAMP := .install.stamp
+STAMP := $(VENV)/.install.stamp
 
 .PHONY: install demo test lint bench bench-quick clean
 
-# torch/torchvision first, pinned to the releases this project supports (pip takes them from the
-# local wheel cache where there is one), then the package with its test extras.
-$(STAMP): pyproject.toml
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+
+# torch/torchvision first, pinned to the releases this project supports (pip takes them from the local wheel
+# cache where there is one), then the package with its test extras.
+$(STAMP): pyproject.toml | $(PYTHON)
 	$(PIP) install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
 	$(PIP) install -q -e ".[dev]"
 	@touch $(STAMP)
@@ -28,3 +34,6 @@ bench: install
 
 clean:
 	rm -rf $(STAMP) runs build *.egg-info src/*.egg-info
+
+distclean: clean
+	rm -rf $(VENV)

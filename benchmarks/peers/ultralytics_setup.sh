@@ -23,6 +23,14 @@ else
     echo "created venv: $VENV"
 fi
 PY="$VENV/bin/python"
+# The project's own .venv (made by `make`) holds torch and the rest: the peer sees its packages through a .pth file
+# (after its own), as it sees the system's where the project was installed there.
+if [[ -x "$REPO/.venv/bin/python" ]]; then
+    base_site="$("$REPO/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    peer_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$base_site" > "$peer_site/_yolonas_base_venv.pth"
+    echo "peer sees the packages of $REPO/.venv"
+fi
 
 if "$PY" -c "import ultralytics" 2>/dev/null; then
     echo "ultralytics already installed: $("$PY" -c 'import ultralytics; print(ultralytics.__version__)')"
