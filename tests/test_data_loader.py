@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import platform
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -21,6 +23,9 @@ from yolonas.data import (
     make_val_loader,
     training_transforms,
 )
+from yolonas.data.loader import FittedImages, cache_budget, keep_freed_memory, memory_available
+from yolonas.data.transforms import Mosaic, fit_size
+from yolonas.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +134,62 @@ def test_val_loader_yields_original_sizes(coco128):
     for k, image in enumerate(batch["images"]):
         assert image.dtype == np.uint8 and image.shape[:2] == tuple(ds.sizes[k])
         np.testing.assert_array_equal(batch["boxes"][k], ds.labels(k)[0])
+
+
+def test_fitted_images_are_what_mosaic_fits(synth):
+    size = (64, 80)
+    source = FittedImages(synth, size, budget=2**30)
+    assert source.cached == len(synth) and source.nbytes > 0 and source.report is synth.report
+    fit = Mosaic(lambda rng: None, size).fit
+    for i in range(len(synth)):
+        a, b = source[i], fit(synth[i])
+        assert not (a.image.flags.writeable or a.boxes.flags.writeable)  # a write into the cache fails loudly
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert (a.image_id, a.file, a.classes.tolist()) == (b.image_id, b.file, b.classes.tolist())
+
+
+def test_fitted_images_budget_and_undecodable(tmp_path):
+    data = make_synthetic_dataset(tmp_path, n_images=5, n_val=1, size=64)
+    ds = load_data_yaml(data, "train")
+    ds.image_file(1).write_bytes(b"")  # broken after the data set was opened
+    fitted = [fit_size(int(h), int(w), (32, 32))[:2] for h, w in ds.sizes]
+    source = FittedImages(ds, 32, budget=sum(h * w * 3 for h, w in fitted[:3]))  # room for the first three
+    assert [s is not None for s in source.samples] == [True, False, True, False, False]
+    assert source[3].image.shape == (*fitted[3], 3)  # not cached: decoded when asked for
+    with pytest.raises(DataError, match="train_0001"):
+        source[1]
+    assert FittedImages(ds, 32, budget=0).cached == 0
+
+
+def test_cache_changes_no_sample(synth, tmp_path):
+    kw = {"mixup": 0.5, "degrees": 5, "hsv": 1.0, "channel_swap": 0.5}
+    cached = TrainDataset(synth, training_transforms(synth, 96, **kw), seed=2)
+    plain = TrainDataset(synth, training_transforms(synth, 96, cache_gb=0, **kw), seed=2)
+    assert isinstance(cached.source, FittedImages) and cached.source.cached == len(synth)
+    assert plain.source.cached == 0
+    for key in [(i, e, m) for i in range(len(synth)) for e in (0, 1) for m in (True, False)]:
+        a, b = cached[key], plain[key]
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    # transforms built on another data set: the TrainDataset reads its own
+    other = load_data_yaml(make_synthetic_dataset(tmp_path, n_images=3, size=96), "train")
+    assert TrainDataset(other, cached.transforms).source is other
+
+
+def test_batches_are_contiguous_nchw(synth):
+    train = TrainDataset(synth, training_transforms(synth, 96), seed=0)
+    samples = [train[(i, 0, True)] for i in range(4)]
+    batch = collate(samples)
+    images = batch["images"]
+    assert images.is_contiguous() and images.shape == (4, 3, 96, 96)
+    hwc = collate([s.replace(image=np.ascontiguousarray(s.image)) for s in samples])["images"]
+    assert torch.equal(images, hwc)
+
+
+def test_cache_budget_and_allocator():
+    assert cache_budget(0) == 0 and cache_budget(1.5) == int(1.5 * 2**30)
+    if sys.platform.startswith("linux"):
+        assert memory_available() > 0 and cache_budget(None) == pytest.approx(memory_available() / 4, rel=0.2)
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory()

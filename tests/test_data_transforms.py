@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from yolonas.data import (
     load_data_yaml,
     training_transforms,
 )
-from yolonas.data.transforms import box_candidates
+from yolonas.data.transforms import MosaicAffine, PlanarLayout, box_candidates, covers, is_planar, read_window
 
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255],
                     [255, 255, 255], [255, 128, 0], [128, 0, 255], [0, 128, 255], [128, 255, 0], [255, 0, 128]])
@@ -187,3 +188,96 @@ def test_training_pipeline_is_reproducible(coco128):
         assert (x.boxes[:, 2:] > x.boxes[:, :2]).all() and (x.boxes >= 0).all() and (x.boxes <= 160).all()
     assert not np.array_equal(a[(3, 0, True)].image, a[(3, 1, True)].image)  # another epoch, another draw
     assert not np.array_equal(a[(3, 0, True)].image, TrainDataset(ds, tf, seed=2)[(3, 0, True)].image)
+
+
+def mosaic_then_affine(degrees: float, seed: int, fused: bool) -> Sample:
+    """scene() through Mosaic + RandomAffine at (96, 128), as two transforms or as one MosaicAffine."""
+    sample_fn, _ = others()
+    mosaic = Mosaic(sample_fn, (96, 128))
+    affine = RandomAffine((96, 128), degrees, translate=0.2, scale=(0.5, 1.5))
+    pipeline = Compose([MosaicAffine(mosaic, affine)] if fused else [mosaic, affine])
+    return pipeline(scene(), np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mosaic_affine_is_mosaic_then_affine(seed):
+    # same draws, same boxes; without rotation the same pixels too (the window holds every pixel the warp reads)
+    a, b = mosaic_then_affine(0, seed, fused=False), mosaic_then_affine(0, seed, fused=True)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert a.classes.tolist() == b.classes.tolist()
+    # rotated: sub-pixel coordinates may round apart at a few edge pixels
+    a, b = mosaic_then_affine(15, seed, fused=False), mosaic_then_affine(15, seed, fused=True)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert (a.image != b.image).any(-1).mean() < 0.01
+
+
+def test_read_window_bounds():
+    m = np.array([[1.0, 0, -100], [0, 1.0, -50], [0, 0, 1]])  # output (40 x 60) = input from (100, 50) on
+    assert read_window(m, (40, 60), (200, 300)) == (98, 48, 162, 92)
+    assert read_window(np.eye(3) * [[0.5], [0.5], [1]], (40, 60), (200, 300)) == (0, 0, 122, 82)
+    assert read_window(np.array([[1.0, 0, 500], [0, 1.0, 0], [0, 0, 1]]), (40, 60), (200, 300)) == (0, 0, 1, 1)
+
+
+def test_closed_mosaic_affine_fits_then_warps():
+    def never(rng):
+        raise AssertionError("mosaic is closed: no other sample is needed")
+
+    fused = Compose([MosaicAffine(Mosaic(never, 240), RandomAffine(240, translate=0.0, scale=(1, 1))),
+                     LetterboxResize(240)])
+    fused.close_mosaic()
+    out = fused(scene(), np.random.default_rng(0))
+    assert out.image.shape == (240, 240, 3) and len(out.boxes) == 3
+    assert_boxes_frame_colours(out)
+
+
+def test_planar_layout_keeps_values():
+    s = scene()
+    out = PlanarLayout()(s)
+    assert is_planar(out.image) and not is_planar(s.image)
+    np.testing.assert_array_equal(out.image, s.image)
+    assert PlanarLayout()(out) is out
+
+
+def test_flip_mirrors_pixels_exactly():
+    s = scene()
+    np.testing.assert_array_equal(HorizontalFlip(p=1.0)(s, np.random.default_rng(0)).image, s.image[:, ::-1])
+
+
+def reference_hsv(image: np.ndarray, dh: int, ds: int, dv: int) -> np.ndarray:
+    """Every channel through its LUT, shift 0 or not."""
+    x = np.arange(256)
+    luts = [((x + dh) % 180).astype(np.uint8), np.clip(x + ds, 0, 255).astype(np.uint8),
+            np.clip(x + dv, 0, 255).astype(np.uint8)]
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    return cv2.cvtColor(np.stack([lut[hsv[..., c]] for c, lut in enumerate(luts)], -1), cv2.COLOR_HSV2RGB)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hsv_equals_all_three_luts(seed):
+    # channels whose shift is 0 skip their LUT pass: the result must not change
+    s = scene()
+    s = s.replace(image=(s.image // 2 + 60).astype(np.uint8))
+    hsv = HSV(hgain=30, sgain=60, vgain=60, p=1.0)
+    rng = np.random.default_rng(seed)
+    rng.random()  # HSV's p draw
+    dh, ds, dv = (rng.uniform(-1, 1, 3) * hsv.gains * rng.integers(0, 2, 3)).astype(np.int64)
+    out = hsv(s, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out.image, reference_hsv(s.image, dh, ds, dv) if dh or ds or dv else s.image)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_covers_means_every_window_pixel_is_painted(seed):
+    # where `covers` says the tiles cover the window, Mosaic.paint leaves the pad out: no pixel may be missed
+    rng = np.random.default_rng(seed)
+    sample_fn, _ = others(int(rng.integers(40, 120)), int(rng.integers(40, 160)))
+    mosaic = Mosaic(sample_fn, (96, 128))
+    tiles = mosaic.tiles(scene(), rng)
+    for _ in range(20):
+        x0, y0 = int(rng.integers(0, 250)), int(rng.integers(0, 190))
+        window = (x0, y0, int(rng.integers(x0 + 1, 257)), int(rng.integers(y0 + 1, 193)))
+        painted = np.zeros((192, 256), bool)
+        for t in tiles:
+            painted[t.rect[1]:t.rect[3], t.rect[0]:t.rect[2]] = True
+        inside = painted[window[1]:window[3], window[0]:window[2]].all()
+        assert covers(tiles, window) == inside, (window, [t.rect for t in tiles])
