@@ -25,7 +25,8 @@ from yolonas.data.synthetic import make_synthetic_dataset  # noqa: E402
 from yolonas.train import Trainer, apply_overrides, load_recipe  # noqa: E402
 
 # (model, size, batch, device, AMP, channels_last)
-CPU_CASES = [("yolo_nas_tiny", 320, 8, "cpu", "off", False), ("yolo_nas_s", 320, 4, "cpu", "off", False)]
+CPU_CASES = [("yolo_nas_s", 64, 2, "cpu", "off", False), ("yolo_nas_tiny", 320, 8, "cpu", "off", False),
+             ("yolo_nas_s", 320, 4, "cpu", "off", False)]
 CUDA_CASES = [("yolo_nas_tiny", 640, 32, "cuda", "bf16", False),
               *(("yolo_nas_s", 640, 16, "cuda", amp, False) for amp in ("off", "fp16", "bf16")),
               ("yolo_nas_s", 640, 16, "cuda", "bf16", True),
@@ -35,6 +36,37 @@ CUDA_CASES = [("yolo_nas_tiny", 640, 32, "cuda", "bf16", False),
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+SYNCS = ("aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero")
+HOST_READS_OK_INSIDE = {"aten::_fused_adamw_", "aten::_fused_adam_", "aten::_fused_sgd_"}  # CPU step counters
+
+
+def _inside(event, names: set[str]) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name in names:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def dispatch_profile(trainer: Trainer, batch: dict) -> dict:
+    """aten ops dispatched by one step and by forward + backward alone, and the step's host synchronisations."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU]) as step:
+        trainer.train_step(batch, 0)
+    images = batch["images"].to(trainer.device).float().div(255).contiguous(memory_format=trainer.memory_format)
+    with profile(activities=[ProfilerActivity.CPU]) as fb:
+        out = trainer.net(images)
+        (out.cls_logits.float().sum() + out.reg_distri.float().sum()).backward()
+    trainer.grads.zero_()
+    ops = sum(e.name.startswith("aten::") for e in step.events())
+    fb_ops = sum(e.name.startswith("aten::") for e in fb.events())
+    syncs = sum(e.name in SYNCS and not _inside(e, HOST_READS_OK_INSIDE) for e in step.events())
+    return {"ops_per_step": ops, "ops_forward_backward": fb_ops, "ops_ratio": round(ops / fb_ops, 2),
+            "syncs_per_step": syncs}
 
 
 def measure(model: str, size: int, batch: int, device: str, amp: str, channels_last: bool, steps: int, workers: int,
@@ -50,13 +82,14 @@ def measure(model: str, size: int, batch: int, device: str, amp: str, channels_l
     batch_data = next(iter(trainer.loader))
     trainer.net.train()
     for _ in range(3):  # warm-up: allocator, cuDNN / oneDNN kernel choice
-        trainer.train_step(batch_data["images"], batch_data["targets"], 0)
+        trainer.train_step(batch_data, 0)
     sync(trainer.device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(batch_data["images"], batch_data["targets"], 0)
+        trainer.train_step(batch_data, 0)
     sync(trainer.device)
     step_s = (time.perf_counter() - t0) / steps
+    dispatch = dispatch_profile(trainer, batch_data)
 
     t0 = time.perf_counter()
     trainer.train_epoch(0)
@@ -67,7 +100,8 @@ def measure(model: str, size: int, batch: int, device: str, amp: str, channels_l
               "amp": {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[trainer.amp_dtype],
               "channels_last": trainer.memory_format == torch.channels_last,
               "step_images_per_s": round(batch / step_s, 2), "step_ms": round(step_s * 1e3, 1),
-              "epoch_images_per_s": round(images / epoch_s, 2), "epoch_images": images, "workers": workers}
+              "epoch_images_per_s": round(images / epoch_s, 2), "epoch_images": images, "workers": workers,
+              **dispatch}
     if trainer.device.type == "cuda":
         result["max_memory_gib"] = round(torch.cuda.max_memory_allocated(trainer.device) / 2**30, 2)
         torch.cuda.reset_peak_memory_stats(trainer.device)
@@ -96,11 +130,13 @@ def main() -> None:
              "`epoch`: `Trainer.train_epoch` over a generated data set, mosaic + affine + HSV + flip + mixup, "
              f"{args.workers} loader workers. Machine: {info.get('gpu', info['cpu'])}, {info['threads']} threads, "
              f"torch {info['torch']}.", "",
-             "| model | size | batch | device | AMP | channels_last | step images/s | step ms | epoch images/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | size | batch | device | AMP | channels_last | step images/s | step ms | epoch images/s "
+             "| aten ops / step (x forward+backward) | syncs / step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['device']} | {r['amp']} | "
-                     f"{r['channels_last']} | {r['step_images_per_s']} | {r['step_ms']} | {r['epoch_images_per_s']} |")
+                     f"{r['channels_last']} | {r['step_images_per_s']} | {r['step_ms']} | {r['epoch_images_per_s']} "
+                     f"| {r['ops_per_step']} (x{r['ops_ratio']}) | {r['syncs_per_step']} |")
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

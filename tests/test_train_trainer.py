@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -197,13 +197,12 @@ def _write_bad_dataset(root: Path, coco128: Path) -> Path:
     return root / "data.yaml"
 
 
-def test_bad_data_trains_and_reports_each_fault_once(coco128, tmp_path, capsys):
+def test_bad_data_trains_and_reports_each_fault_once(coco128, tmp_path, capsys, caplog):
     data = _write_bad_dataset(tmp_path / "bad", coco128)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
         result = train(small_config(data, tmp_path, batch=2, **{"run.plots": False}))
     assert result.best.is_file() and result.epochs == 1
-    text = "\n".join(str(w.message) for w in caught) + capsys.readouterr().out
+    text = "\n".join(r.getMessage() for r in caplog.records) + capsys.readouterr().out
     faults = ((UNPARSABLE, ".txt:"), (BAD_CLASS, ".txt:"), (OUTSIDE, ".txt:"), (CORRUPT_IMAGE, "broken.jpg"))
     for fault, where in faults:
         assert text.count(fault) == 1, (fault, text)

@@ -39,7 +39,7 @@ def _recipe_default(section: str, key: str) -> str:
 # the default recipe's value.
 DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")]
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, cpu_s320 (yolo_nas_s on a CPU), "
-                                        "finetune, coco_yolo_nas_s, cpu_smoke, or a recipe YAML.")]
+                                        "quickstart, finetune, coco_yolo_nas_s, cpu_smoke, or a recipe YAML.")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs." + _recipe_default("schedule", "epochs"))]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + _recipe_default("optimizer", "lr"))]
@@ -153,10 +153,11 @@ def _detector(model: str | None, weights: str | None, imgsz: int | None, device:
         from yolonas.deploy.backends import load_backend  # noqa: PLC0415
 
         return load_backend(path, device=device)
+    net = _load_model(model, weights, imgsz).eval().fuse()  # a missing file fails here, before any warning
     if path and (Path(path).suffix.lower() in (".yaml", ".yml") or not Path(path).exists()):
         print(f"warning: {path} has random weights (no checkpoint given), so its detections are noise; pass a "
               "trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
-    return _load_model(model, weights, imgsz).eval().fuse()
+    return net
 
 
 def _load_model(model: str | None, weights: str | None, imgsz: int | None = None):
@@ -195,8 +196,8 @@ def predict(
     from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
-    inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     net = _detector(model, weights, imgsz, device)
+    inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
     predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
     print(f"predict: {predictor.nms.describe()}", file=sys.stderr)

@@ -62,7 +62,8 @@ def _resolve(candidates: Tensor, ious: Tensor, gt_labels: Tensor, gt_boxes: Tens
     labels = gt_labels.gather(1, gt_index)
     labels = torch.where(fg_mask, labels, torch.full_like(labels, num_classes))
     boxes = gt_boxes.gather(1, gt_index[..., None].expand(b, num, 4))
-    scores = torch.nn.functional.one_hot(labels, num_classes + 1)[..., :num_classes].float()
+    # One-hot by comparison (background, label num_classes, gets zeros): F.one_hot checks its range on the host.
+    scores = (labels[..., None] == torch.arange(num_classes, device=labels.device)).float()
     return positive, Assignment(labels, boxes, scores, fg_mask, gt_index)
 
 

@@ -7,36 +7,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss
 
 from yolonas.arch.head import HeadOutput, dfl_expectation, distances_to_boxes
+from yolonas.data.loader import pad_targets
 from yolonas.train.assigners import Assignment, ATSSAssigner, TaskAlignedAssigner
-
-
-def pad_targets(targets: Tensor, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Loader targets [M, 6] (batch_idx, cls, x1, y1, x2, y2) -> labels [B, n], boxes [B, n, 4], mask [B, n].
-
-    n is the largest GT count of an image (at least 1, so that images without GTs need no special case).
-    """
-    if targets.ndim != 2 or targets.shape[-1] != 6:
-        raise ValueError(f"targets must be [M, 6] (batch_idx, cls, x1, y1, x2, y2), got {tuple(targets.shape)}")
-    device = targets.device
-    img = targets[:, 0].long()
-    counts = torch.bincount(img, minlength=batch_size)
-    if counts.numel() > batch_size or (img < 0).any():
-        raise ValueError(f"targets name images outside the batch of {batch_size}: {img.unique().tolist()}")
-    n = max(1, int(counts.max()))
-    # Each row's slot within its image: its rank among the rows of that image, by a stable sort.
-    order = torch.argsort(img, stable=True)
-    img, rows = img[order], targets[order]
-    slot = torch.arange(len(img), device=device) - (torch.cumsum(counts, 0) - counts)[img]
-    labels = torch.zeros(batch_size, n, dtype=torch.long, device=device)
-    boxes = torch.zeros(batch_size, n, 4, dtype=torch.float32, device=device)
-    mask = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
-    labels[img, slot] = rows[:, 1].long()
-    boxes[img, slot] = rows[:, 2:6].float()
-    mask[img, slot] = True
-    return labels, boxes, mask
 
 
 def varifocal_loss(logits: Tensor, score: Tensor, label: Tensor, alpha: float = 0.75, gamma: float = 2.0,
@@ -73,11 +47,36 @@ def ignored_anchors(points: Tensor, ignore: Tensor | None, batch_size: int) -> T
     if ignore.ndim != 2 or ignore.shape[-1] != 5:
         raise ValueError(f"ignore boxes must be [K, 5] (batch_idx, x1, y1, x2, y2), got {tuple(ignore.shape)}")
     rows = torch.cat([ignore[:, :1], torch.zeros_like(ignore[:, :1]), ignore[:, 1:]], 1)
-    _, boxes, mask = pad_targets(rows, batch_size)  # [B, k, 4], [B, k]
+    return anchors_in_boxes(points, *pad_targets(rows, batch_size)[1:])
+
+
+def anchors_in_boxes(points: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+    """[B, N] bool: anchor points inside any of their image's boxes [B, k, 4] (padded, mask [B, k])."""
     x, y = points[None, :, None, 0], points[None, :, None, 1]  # [1, N, 1]
     b = boxes[:, None]  # [B, 1, k, 4]
     inside = (x > b[..., 0]) & (x < b[..., 2]) & (y > b[..., 1]) & (y < b[..., 3]) & mask[:, None]
     return inside.any(-1)
+
+
+def one_hot(labels: Tensor, num_classes: int) -> Tensor:
+    """[..., C] float one-hot of `labels`, all zero where a label is num_classes (background).
+
+    F.one_hot checks its input's range on the host, a device synchronisation every call.
+    """
+    return (labels[..., None] == torch.arange(num_classes, device=labels.device)).float()
+
+
+def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - GIoU of xyxy boxes [..., 4] pairwise, elementwise: torchvision's generalized_box_iou_loss, whose
+    boolean-mask intersection has a data-dependent shape (a device synchronisation), written with clamps."""
+    x1, y1, x2, y2 = pred.unbind(-1)
+    x1g, y1g, x2g, y2g = target.unbind(-1)
+    inter = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0) * (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(
+        min=0)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    enclosing = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
+    return 1 - (iou - (enclosing - union) / (enclosing + eps))
 
 
 def distribution_focal_loss(pred_dist: Tensor, target: Tensor) -> Tensor:
@@ -130,9 +129,10 @@ class PPYoloELoss:
         if targets.numel() and ((targets[:, 1] < 0) | (targets[:, 1] >= self.num_classes)).any():
             found = targets[:, 1].unique().tolist()
             raise ValueError(f"target class ids must lie in 0..{self.num_classes - 1}, got {found}")
-        labels, boxes, mask = pad_targets(targets.to(out.cls_logits.device), out.cls_logits.shape[0])
-        ignored = None if ignore is None else ignored_anchors(
-            out.anchor_points.float(), ignore.to(out.cls_logits.device).float(), out.cls_logits.shape[0])
+        batch, device = out.cls_logits.shape[0], out.cls_logits.device
+        labels, boxes, mask = pad_targets(targets.to(device), batch)
+        ignored = None if ignore is None else ignored_anchors(out.anchor_points.float(), ignore.to(device).float(),
+                                                               batch)
         return self.from_padded(out, labels, boxes, mask, epoch, ignored)
 
     def from_padded(self, out: HeadOutput, gt_labels: Tensor, gt_boxes: Tensor, gt_mask: Tensor, epoch: int = 0,
@@ -163,21 +163,20 @@ class PPYoloELoss:
         # An anchor a real box claims stays a positive even inside an ignore region; the others there are left out.
         keep = None if ignored is None else (~(ignored & ~a.fg_mask)).float()
         if self.use_varifocal:
-            one_hot = F.one_hot(a.labels, self.num_classes + 1)[..., :self.num_classes].float()
-            loss_cls = varifocal_loss(logits, a.scores, one_hot, keep=keep)
+            loss_cls = varifocal_loss(logits, a.scores, one_hot(a.labels, self.num_classes), keep=keep)
         else:
             loss_cls = focal_loss(logits, a.scores, alpha=0.25 if epoch < self.atss_warmup_epochs else -1.0,
                                   keep=keep)
         norm = _distributed_mean(a.scores.sum()).clamp(min=1.0)
 
-        # Boolean indexing keeps the graph when there are no positives: the sums are then a differentiable 0.
-        fg = a.fg_mask
-        weight = a.scores.sum(-1)[fg]
-        loss_iou = (generalized_box_iou_loss(pred_boxes[fg], a.boxes[fg], reduction="none") * weight).sum()
+        # Box losses over every anchor, weighted by the assigned score and zeroed off the positives: boolean
+        # indexing would give them a data-dependent shape, which costs a device synchronisation per step.
+        weight = torch.where(a.fg_mask, a.scores.sum(-1), 0.0)
+        loss_iou = (giou_loss(pred_boxes, a.boxes) * weight).sum()
         lt = (points[None] - a.boxes[..., :2]) / strides[None]
         rb = (a.boxes[..., 2:] - points[None]) / strides[None]
-        target = torch.cat([lt, rb], -1).clamp(0, self.reg_max - 0.01)[fg]
-        pred_dist = distri.reshape(b, num, 4, self.reg_max + 1)[fg]
+        target = torch.cat([lt, rb], -1).clamp(0, self.reg_max - 0.01)
+        pred_dist = distri.reshape(b, num, 4, self.reg_max + 1)
         loss_dfl = (distribution_focal_loss(pred_dist, target) * weight).sum()
 
         loss_cls, loss_iou, loss_dfl = loss_cls / norm, loss_iou / norm, loss_dfl / norm

@@ -29,13 +29,24 @@ def param_groups(model: nn.Module, weight_decay: float, zero_wd_bias_bn: bool = 
     return [g for g in groups if g["params"]]
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused AdamW / SGD kernels
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov) over `param_groups(model)`."""
+    """AdamW or SGD (Nesterov) over `param_groups(model)`, fused where the parameters' device has the kernels.
+
+    Fused: one kernel over every parameter instead of ~10 ops per parameter tensor (12,600 dispatched ops per
+    step for yolo_nas_s's 460 tensors, and a host read of each step counter), and the clip factor and the
+    non-finite skip taken as tensors (Trainer.optimizer_step).
+    """
     groups = param_groups(model, cfg.weight_decay, cfg.zero_wd_bias_bn)
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = bool(devices) and devices <= set(FUSED_DEVICES)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2), fused=fused or None)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               fused=fused or None)
     raise ValueError(f"unknown optimizer {cfg.name!r}; use adamw or sgd")
 
 
@@ -65,3 +76,34 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_
     warmup = round(cfg.warmup_epochs * steps_per_epoch) if cfg.warmup_epochs > 0 else cfg.warmup_steps
     rule = WarmupCosine(total, warmup, base_lr, cfg.warmup_lr, cfg.final_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
+
+
+class FlatGrads:
+    """Every trainable parameter's `.grad` as a view into one buffer per (device, dtype), set up once.
+
+    Backward accumulates into the views in place, so the global gradient norm is one op over the buffer and
+    zeroing is one op too; per-tensor norms cost about 3 dispatched ops per tensor on the CPU (460 tensors in
+    yolo_nas_s). Each view has its parameter's strides (channels-last weights included), as autograd expects.
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        by_kind: dict[tuple, list[torch.Tensor]] = {}
+        for p in params:
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        self.buffers = []
+        for (device, dtype), group in by_kind.items():
+            buffer = torch.zeros(sum(p.numel() for p in group), device=device, dtype=dtype)
+            offset = 0
+            for p in group:
+                p.grad = torch.as_strided(buffer, p.size(), p.stride(), offset)
+                offset += p.numel()
+            self.buffers.append(buffer)
+
+    def zero_(self) -> None:
+        for buffer in self.buffers:
+            buffer.zero_()
+
+    def norm(self) -> torch.Tensor:
+        """The L2 norm of all the gradients together (as clip_grad_norm_ computes it)."""
+        norms = [torch.linalg.vector_norm(b) for b in self.buffers]
+        return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))

@@ -24,7 +24,7 @@ from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
 from yolonas.arch.model import Preprocessing, YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
 from yolonas.data import open_dataset
-from yolonas.data.loader import TrainDataset, make_loader, training_transforms
+from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
 from yolonas.data.transforms import Compose
 from yolonas.data.yolo import split_images
 from yolonas.errors import CheckpointError, DataError, InputError
@@ -44,8 +44,8 @@ from yolonas.train.distributed import (
     wrap_model,
 )
 from yolonas.train.ema import ModelEMA, unwrap
-from yolonas.train.loss import PPYoloELoss
-from yolonas.train.optim import build_optimizer, build_scheduler
+from yolonas.train.loss import PPYoloELoss, anchors_in_boxes
+from yolonas.train.optim import FlatGrads, build_optimizer, build_scheduler
 from yolonas.weights import load, load_state_strict, read_checkpoint, save_checkpoint
 
 CSV_COLUMNS = ("epoch", "lr", "loss_cls", "loss_iou", "loss_dfl", "loss", "AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -135,12 +135,15 @@ def freeze_unused(model: nn.Module) -> None:
             m.rbr_reparam.requires_grad_(False)
 
 
-def build_transforms(aug: AugmentationConfig, dataset, image_size: int, keep_crowd: bool = False) -> Compose:
-    """The training transforms of `aug`: mosaic, affine, mixup, HSV, flip, channel swap, letterbox."""
+def build_transforms(aug: AugmentationConfig, dataset, image_size: int, keep_crowd: bool = False,
+                     processes: int = 1) -> Compose:
+    """The training transforms of `aug`: mosaic, affine, mixup, HSV, flip, channel swap, letterbox; the decoded
+    images cached in a quarter of the free memory, shared by the `processes` (DDP ranks) of this machine."""
+    cache_gb = memory_available() / 4 / max(1, processes) / 2**30
     return training_transforms(dataset, image_size, mosaic=aug.mosaic, mixup=aug.mixup, degrees=aug.degrees,
                                translate=aug.translate, scale=aug.scale, shear=aug.shear, hsv=aug.hsv,
                                hsv_gains=aug.hsv_gains, flip=aug.flip, channel_swap=aug.channel_swap,
-                               pad_value=aug.pad_value, keep_crowd=keep_crowd)
+                               pad_value=aug.pad_value, keep_crowd=keep_crowd, cache_gb=cache_gb)
 
 
 def training_preprocessing(image_size: int) -> Preprocessing:
@@ -255,7 +258,8 @@ class Trainer:
         self.csv_columns = CSV_COLUMNS[:6] + (KD_KEYS if self.distiller else ()) + CSV_COLUMNS[6:]
 
         keep_crowd = cfg.data.ignore_crowd
-        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size, keep_crowd)
+        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size, keep_crowd,
+                                           processes=self.dist.world_size)
         self.train_set = TrainDataset(self.train_data, self.transforms, seed=cfg.run.seed, keep_crowd=keep_crowd)
         # A sampler on every path, also for one process: its permutation depends only on (seed, epoch), so a
         # resumed run sees the same batches as an uninterrupted one.
@@ -271,12 +275,14 @@ class Trainer:
             # The align convs learn with the student (same lr schedule) but are saved only in last.pt, for resume.
             self.optimizer.add_param_group({"params": list(self.distiller.loss.parameters()),
                                             "weight_decay": cfg.optimizer.weight_decay, "name": "distill_align"})
+        self.grads = FlatGrads([p for group in self.optimizer.param_groups for p in group["params"]])
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer.lr, len(self.loader))
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         self.start_epoch, self.step = 0, 0
-        self.best_fitness, self.best_epoch, self.skipped_steps = -1.0, 0, 0
+        self.best_fitness, self.best_epoch = -1.0, 0
+        self.skipped_steps = torch.zeros((), device=self.device)  # counted on the device, read after the run
         self.metrics: dict = {}
         self.rng_to_restore = None
         if ckpt is not None:
@@ -418,8 +424,8 @@ class Trainer:
                 raise
         if self.tb is not None:
             self.tb.close()
-        if self.skipped_steps:
-            self.log(f"warning: {self.skipped_steps} optimizer steps skipped for non-finite gradients")
+        if self.skipped_steps.item():
+            self.log(f"warning: {int(self.skipped_steps.item())} optimizer steps skipped for non-finite gradients")
         w = self.weights_dir
         return TrainResult(self.run_dir, w / "best.pt" if w else None, w / "last.pt" if w else None,
                            cfg.schedule.epochs, self.best_epoch, self.best_fitness, self.metrics)
@@ -469,7 +475,7 @@ class Trainer:
         started = None
         with self._progress(epoch) as advance:
             for batch in self.loader:
-                part = self.train_step(batch["images"], batch["targets"], epoch, batch.get("ignore"))
+                part = self.train_step(batch, epoch)
                 sums += part
                 steps += 1
                 advance(part)
@@ -489,20 +495,22 @@ class Trainer:
         self.log(f"estimate: about {epoch_s:.0f} s per epoch on this CPU, {epoch_s * left / 60:.0f} min for the "
                  f"{left} epoch(s) to go (plus validation); a GPU, a smaller --imgsz or the cpu_s320 recipe is faster")
 
-    def train_step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int,
-                   ignore: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimizer step on a loader batch (uint8 images [B, 3, H, W], targets [M, 6], optional ignore
-        regions [K, 5]); the detached losses in `self.loss_keys` order."""
-        images = images.to(self.device, non_blocking=True).float().div_(255)
+    def train_step(self, batch: dict, epoch: int) -> torch.Tensor:
+        """One optimizer step on a loader batch (its uint8 images and padded ground truth, see data.loader.collate);
+        the detached losses in `self.loss_keys` order, left on the device: nothing here waits for it."""
+        images = batch["images"].to(self.device, non_blocking=True).float().div_(255)
         images = images.contiguous(memory_format=self.memory_format)
-        targets = targets.to(self.device, non_blocking=True)
-        ignore = ignore.to(self.device, non_blocking=True) if ignore is not None and ignore.numel() else None
+        gt_labels, gt_boxes, gt_mask = (t.to(self.device, non_blocking=True) for t in batch["gt"])
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype) if amp else contextlib.nullcontext():
             out = self.net(images)
             # The teacher sees the very tensor the student sees: the same augmentation, the same AMP.
             teacher_out = self.distiller.teacher_out(images) if self.distiller is not None else None
-        loss, parts = self.criterion(out, targets, epoch, ignore)
+        ignored = None
+        if batch["ignore_boxes"][1].numpy().any():  # the loader's host tensor: read on the host, no device involved
+            boxes, mask = (t.to(self.device, non_blocking=True) for t in batch["ignore_boxes"])
+            ignored = anchors_in_boxes(out.anchor_points.float(), boxes, mask)
+        loss, parts = self.criterion.from_padded(out, gt_labels, gt_boxes, gt_mask, epoch, ignored)
         if self.distiller is not None:
             total = max(1, self.cfg.schedule.epochs * len(self.loader))
             kd, kd_parts = self.distiller(out, teacher_out, self.step / total)
@@ -514,20 +522,39 @@ class Trainer:
             for p in self.distiller.loss.parameters():
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
-        self.scaler.unscale_(self.optimizer)
-        # Gradients are all-reduced by now, so every rank takes the same decision here.
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.clip_grad_norm or math.inf)
-        if torch.isfinite(norm):
-            self.scaler.step(self.optimizer)
-        else:
-            self.skipped_steps += 1
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
+        self.grads.zero_()
         self.scheduler.step()
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.model)
         return torch.stack([parts[k] for k in self.loss_keys])
+
+    def optimizer_step(self) -> None:
+        """Clip the gradient norm and step, skipping the step when the gradients are not finite, without waiting
+        for the device: a fused optimizer takes the clip factor and the skip flag as tensors."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.cfg.optimizer.clip_grad_norm or math.inf
+        if self.scaler.is_enabled():  # fp16: the scaler unscales, finds non-finite gradients and skips itself
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
+        # Gradients are all-reduced by now, so every rank takes the same decision here.
+        norm = self.grads.norm()
+        found_inf = (~torch.isfinite(norm)).float()
+        self.skipped_steps += found_inf
+        if self.optimizer.defaults.get("fused"):
+            # The fused kernels divide the gradients by grad_scale: clip_grad_norm_'s factor, folded in.
+            self.optimizer.grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
+            self.optimizer.found_inf = found_inf
+            self.optimizer.step()
+            del self.optimizer.grad_scale, self.optimizer.found_inf
+        else:
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+            if torch.isfinite(norm):  # a device synchronisation, on optimizers without a fused kernel only
+                self.optimizer.step()
 
     def _progress(self, epoch: int):
         """A context giving `advance(losses)`: a rich progress bar with live losses on rank 0 when verbose."""
@@ -600,9 +627,12 @@ class Trainer:
 class _Progress:
     """A rich progress bar for one epoch whose description shows the running mean losses."""
 
-    def __init__(self, title: str, total: int, enabled: bool, keys: tuple[str, ...] = LOSS_KEYS):
+    def __init__(self, title: str, total: int, enabled: bool, keys: tuple[str, ...] = LOSS_KEYS,
+                 read_every_s: float = 1.0):
         self.title, self.total, self.enabled, self.keys = title, total, enabled, keys
         self.sums, self.n = None, 0
+        # The losses live on the device: reading them waits for it, so the text is refreshed at most this often.
+        self.read_every_s, self.last_read = read_every_s, -math.inf
 
     def __enter__(self):
         if not self.enabled:
@@ -624,9 +654,14 @@ class _Progress:
         return self.advance
 
     def advance(self, losses: torch.Tensor) -> None:
-        values = losses.float().cpu()
+        values = losses.detach().float()
         self.sums = values if self.sums is None else self.sums + values
         self.n += 1
+        now = time.perf_counter()
+        if now - self.last_read < self.read_every_s and self.n < self.total:
+            self.bar.update(self.task, advance=1)
+            return
+        self.last_read = now
         mean = (self.sums / self.n).tolist()
         text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in zip(self.keys, mean))
         self.bar.update(self.task, advance=1, losses=text)
