@@ -78,6 +78,29 @@ def our_paths(args, work: Path, calib: Path) -> tuple[dict, dict]:
     return {f"yolo_nas_s {k}": v for k, v in backends.items()}, skipped
 
 
+def forward_only(args, backends: dict) -> dict:
+    """Every INT8 IR (ours, and Ultralytics' own NNCF exports) forward only on one 640 input, under the same
+    OpenVINO settings (deploy.timing), with f32 and bf16 for the float parts: the networks alone, no predictor."""
+    import numpy as np  # noqa: PLC0415
+
+    from yolonas.deploy.timing import openvino_compiled, time_blocks  # noqa: PLC0415
+
+    files = {name: b.path for name, b in backends.items() if "openvino int8" in name}
+    for model in args.peer_models.split(","):
+        folder = REPO / ".venv-ultralytics" / "work" / f"{model}_{args.imgsz}_int8_openvino_model"
+        found = sorted(folder.glob("*.xml"))
+        if found:
+            files[f"{model} int8 (ultralytics export)"] = found[0]
+    x = np.random.default_rng(0).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)
+    fns = {}
+    for name, path in files.items():
+        for precision in ("f32", "bf16"):
+            request = openvino_compiled(path, args.threads, precision=precision).create_infer_request()
+            fns[f"{name}, {precision} float parts"] = lambda r=request: r.infer({0: x})
+    timings = time_blocks(fns, blocks=args.blocks, runs=args.runs, warmup=3)
+    return dict(sorted(timings.medians().items(), key=lambda kv: kv[1]))
+
+
 def summary(results: list, ready: dict | None) -> dict:
     """Our fastest path against our ORT fp32 and against each peer model's fastest path (per-block ratios)."""
     by_name = {r.name: r for r in results}
@@ -125,6 +148,9 @@ def markdown(args, results: list, s: dict, skipped: dict) -> str:
         lines.append(f"- {model} fastest: {p['path']}, {p['ms']:.1f} ms; ours is x{p['x_ours']:.2f} faster.")
     if "fastest_peer" in s:
         lines.append(f"- Against the fastest Ultralytics path ({s['fastest_peer']}): x{s['x_fastest_peer']:.2f}.")
+    lines += ["", "INT8 networks forward only (one 640 input, no predictor), the same OpenVINO settings for all, "
+              "interleaved blocks:", "", "| network | forward (ms) |", "|---|---|"]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in s["forward_only_int8_ms"].items()]
     if "peer_nms" in s:
         lines.append(f"- Ultralytics NMS in the predictor per key: {s['peer_nms']}; OpenVINO precision hints: "
                      f"{s['peer_precision_hint']}.")
@@ -159,10 +185,12 @@ def main() -> None:
         turns = peer_turns(peer, ready["keys"], log) if peer is not None else None
         results = compare(backends, images, baseline=f"yolo_nas_s {BASELINE}", blocks=args.blocks, runs=args.runs,
                           turns=turns)
+        forward = forward_only(args, backends)
     if peer is not None:
         peer.stdin.close()
         peer.wait(timeout=60)
     s = summary(results, ready)
+    s["forward_only_int8_ms"] = forward
     result = {"machine": machine(), "args": vars(args), "summary": s, "paths": [r.to_dict() for r in results],
               "skipped": skipped, "peer_blocks": log, "peer_ready": ready,
               "median_e2e_ms": {r.name: r.end_to_end_ms for r in results},
