@@ -18,6 +18,7 @@ from yolonas.data.loader import (
     training_transforms,
     val_collate,
 )
+from yolonas.data.splits import data_yaml_of, open_splits
 from yolonas.data.synthetic import make_synthetic_dataset
 from yolonas.data.transforms import (
     HSV,
@@ -55,6 +56,7 @@ def open_dataset(data: str | Path, split: str = "val", images: str | Path | None
 __all__ = [
     "HSV", "ChannelSwap", "CocoDataset", "Compose", "DetectionDataset", "EpochSampler", "HorizontalFlip",
     "LabelReport", "LetterboxResize", "MixUp", "Mosaic", "RandomAffine", "RandomSample", "Sample", "TrainDataset",
-    "ValDataset", "YoloDataset", "collate", "letterbox", "load_data_yaml", "make_loader", "make_synthetic_dataset",
-    "make_val_loader", "open_dataset", "read_data_yaml", "read_image", "training_transforms", "val_collate",
+    "ValDataset", "YoloDataset", "collate", "data_yaml_of", "letterbox", "load_data_yaml", "make_loader",
+    "make_synthetic_dataset", "make_val_loader", "open_dataset", "open_splits", "read_data_yaml", "read_image",
+    "training_transforms", "val_collate",
 ]

@@ -10,7 +10,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,14 @@ from torch.utils.data import DistributedSampler
 from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
 from yolonas.arch.model import Preprocessing, YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
-from yolonas.data import open_dataset
 from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
+from yolonas.data.splits import data_yaml_of, open_splits  # noqa: F401 - data_yaml_of: nas.search imports it here
 from yolonas.data.transforms import Compose
-from yolonas.data.yolo import split_images
-from yolonas.errors import CheckpointError, DataError, InputError
+from yolonas.errors import CheckpointError, InputError
 from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
-from yolonas.train.config import AugmentationConfig, DataConfig, ModelConfig, TrainConfig
+from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig
 from yolonas.train.distill import KD_KEYS, Distiller
 from yolonas.train.distributed import (
     DistInfo,
@@ -70,38 +68,6 @@ class TrainResult:
 ESTIMATE_AFTER_STEPS = 3  # the CPU time estimate is taken over these steps, after the first
 
 # ------------------------------------------------------------------------------------------------ building
-
-
-def data_yaml_of(path: str | Path) -> Path | None:
-    """The data.yaml that `path` names (itself, or the one in a dataset folder); None for a COCO JSON."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("data.yaml", "data.yml"):
-            if (path / name).is_file():
-                return path / name
-        raise DataError(f"{path}: a dataset folder needs a data.yaml; or pass the data.yaml or COCO JSON itself")
-    if path.suffix in (".yaml", ".yml"):
-        return path
-    if path.suffix == ".json":
-        return None
-    if not path.exists():
-        raise DataError(f"{path}: data set not found")
-    raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
-
-
-def open_datasets(cfg: DataConfig, quiet: bool = False):
-    """(train, val) data sets; the same object when both splits name the same images, so faults are reported once."""
-    if not cfg.path:
-        raise InputError("no training data given: set data.path (--data) to a data.yaml, COCO JSON or folder")
-    with warnings.catch_warnings():
-        if quiet:  # DDP ranks other than 0: rank 0 already reports the label check
-            warnings.simplefilter("ignore")
-        train = open_dataset(cfg.path, cfg.train_split, cfg.images, cfg.cache)
-        yaml_path = data_yaml_of(cfg.path)
-        if (yaml_path is None or cfg.val_split == cfg.train_split
-                or split_images(yaml_path, cfg.val_split) == split_images(yaml_path, cfg.train_split)):
-            return train, train
-        return train, open_dataset(cfg.path, cfg.val_split, cfg.images, cfg.cache)
 
 
 def build_model(cfg: ModelConfig, class_names: list[str], log: Callable[[str], None] = print) -> YoloNAS:
@@ -237,7 +203,11 @@ class Trainer:
         init_distributed(self.device)
         seed_everything(cfg.run.seed, cfg.run.deterministic)
 
-        self.train_data, self.val_data = open_datasets(cfg.data, quiet=not self.dist.is_main)
+        if not cfg.data.path:
+            raise InputError("no training data given: set data.path (--data) to a data.yaml, COCO JSON or folder")
+        splits = open_splits(cfg.data.path, (cfg.data.train_split, cfg.data.val_split), cfg.data.images,
+                             cfg.data.cache, quiet=not self.dist.is_main)
+        self.train_data, self.val_data = splits[cfg.data.train_split], splits[cfg.data.val_split]
         class_names = list(self.train_data.class_names)
         if model is not None:  # a ready model, e.g. QAT's fake-quant one; cfg.model is not used
             if list(model.class_names) != class_names:

@@ -1,0 +1,53 @@
+"""What `--data` names, opened: a data.yaml, a folder holding one, or a COCO JSON (images beside it or in `images`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from yolonas.data.coco import CocoDataset
+from yolonas.data.dataset import DetectionDataset
+from yolonas.data.yolo import load_data_yaml, split_images
+from yolonas.errors import DataError
+
+
+def data_yaml_of(path: str | Path) -> Path | None:
+    """The data.yaml that `path` names (itself, or the one in a dataset folder); None for a COCO JSON."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("data.yaml", "data.yml"):
+            if (path / name).is_file():
+                return path / name
+        raise DataError(f"{path}: a dataset folder needs a data.yaml; or pass the data.yaml or COCO JSON itself")
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    if path.suffix == ".json":
+        return None
+    if not path.exists():
+        raise DataError(f"{path}: data set not found")
+    raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
+
+
+def open_splits(data: str | Path, splits: Iterable[str] = ("train", "val"), images: str | Path | None = None,
+                cache: bool = False, quiet: bool = False) -> dict[str, DetectionDataset]:
+    """The data sets of `splits` (keys of a data.yaml: train, val, test) of what `data` names, by split name.
+
+    Splits that name the same images are one object, so label faults are reported once; a COCO JSON is one set of
+    images, the same for every split. `quiet`: report nothing while opening (another process already does).
+    """
+    splits = list(splits)
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        yaml_path = data_yaml_of(data)
+        if yaml_path is None:
+            return dict.fromkeys(splits, CocoDataset(data, images, cache=cache))
+        opened: dict[tuple[Path, ...], DetectionDataset] = {}
+        result = {}
+        for split in splits:
+            key = tuple(split_images(yaml_path, split)) if len(splits) > 1 else ()
+            if key not in opened:
+                opened[key] = load_data_yaml(yaml_path, split, cache=cache)
+            result[split] = opened[key]
+        return result
