@@ -14,15 +14,16 @@ from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.data import make_synthetic_dataset
 from yolonas.deploy.export import export_onnx
 from yolonas.errors import InputError
+from yolonas.nas.pareto import pareto_front
 from yolonas.showdown import (
     INSTALL_HINT,
     ShowdownConfig,
     epochs_for_budget,
-    pareto,
     peer_data,
     peer_predictions_to_coco,
     run_showdown,
     time_together,
+    torch_threads,
     write_report,
 )
 
@@ -43,7 +44,11 @@ def _cfg(data: Path, project: Path, models: tuple[str, ...], **kw) -> ShowdownCo
 
 def test_tiny_showdown_writes_table_plot_json_and_v8_install_hint(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, ("yolo_nas_tiny", "yolov8n"), ultralytics_python=str(tmp_path / "no" / "python"))
-    result = run_showdown(cfg)
+    threads = torch.get_num_threads()
+    with torch_threads(2):  # not --threads 1: the call must give back the count it found, not leave its own
+        result = run_showdown(cfg)
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == threads
     run = tmp_path / "t"
     for file in ("showdown.md", "showdown.json", "frontier.png", "yolo_nas_tiny.json", "yolov8n.json"):
         assert (run / file).is_file(), file
@@ -124,8 +129,18 @@ def test_budget_rule():
         epochs_for_budget(0, 0, [1.0], [1.0], 10)
 
 
-def test_pareto_keeps_only_undominated_points():
-    assert pareto([(10, 30), (20, 25), (15, 35), (30, 40), (5, 10)]) == [(5, 10), (10, 30), (15, 35), (30, 40)]
+def test_torch_threads_are_given_back_even_on_error():
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        raise RuntimeError("a step failed")
+    assert torch.get_num_threads() == before
+
+
+def test_pareto_keeps_only_undominated_points():  # the frontier line of each family in the plot
+    assert pareto_front([(10, 30), (20, 25), (15, 35), (30, 40), (5, 10)]) == [(5, 10), (10, 30), (15, 35), (30, 40)]
 
 
 def test_peer_predictions_map_to_our_image_and_category_ids():

@@ -674,7 +674,16 @@ def showdown(
                          split=split, calib_images=calib_images, workers=workers, threads=threads, seed=seed,
                          ultralytics_python=ultralytics_python, force=force, name=name,
                          command="yolonas " + " ".join(sys.argv[1:]))
-    result = run_showdown(cfg)
+    # A campaign runs for hours: its progress (each model's result file, the budget's epochs, the child's command)
+    # shows on stderr unless --quiet, as it goes.
+    progress = logging.getLogger("yolonas.showdown")
+    level = progress.level
+    if logging.getLogger("yolonas").getEffectiveLevel() <= logging.WARNING:
+        progress.setLevel(logging.INFO)
+    try:
+        result = run_showdown(cfg)
+    finally:
+        progress.setLevel(level)
     if json_out != "-":
         print(Path(result["run_dir"], "showdown.md").read_text())
     _emit_json(result, json_out)

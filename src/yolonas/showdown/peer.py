@@ -1,0 +1,149 @@
+"""The Ultralytics side: its interpreter and script, the data it trains on, the child process in its own venv, and
+the scoring of its predictions here by our COCO evaluator. This package never imports Ultralytics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from yolonas.data import open_dataset
+from yolonas.data.yolo import label_path, read_data_yaml
+from yolonas.errors import InputError
+from yolonas.eval.coco import coco_metrics
+from yolonas.quant.calibration import list_images, select_images
+from yolonas.showdown.config import ShowdownConfig
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "bash benchmarks/peers/ultralytics_setup.sh"
+RESULT_MARKER = "SHOWDOWN_RESULT "  # the child's result line starts with this
+
+
+def ultralytics_python(explicit: str | None = None) -> Path:
+    """The interpreter of the Ultralytics venv: the flag, $YOLONAS_ULTRALYTICS_PYTHON, or .venv-ultralytics."""
+    return Path(explicit or os.environ.get("YOLONAS_ULTRALYTICS_PYTHON") or ".venv-ultralytics/bin/python")
+
+
+def peer_script() -> Path:
+    """benchmarks/peers/ultralytics_showdown.py of the source tree this package runs from."""
+    return Path(os.environ.get("YOLONAS_ULTRALYTICS_SCRIPT")
+                or Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "ultralytics_showdown.py")
+
+
+def peer_missing(python: Path) -> str | None:
+    """Why the Ultralytics peer cannot run (with how to install it), or None when it can."""
+    if not python.is_file():
+        return f"Ultralytics is not installed ({python} not found): run `{INSTALL_HINT}` or pass --ultralytics-python"
+    if not peer_script().is_file():
+        return f"{peer_script()} not found: run the showdown from a source checkout of yolonas"
+    probe = subprocess.run([str(python), "-c", "import ultralytics"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"{python} cannot import ultralytics: run `{INSTALL_HINT}`"
+    return None
+
+
+def _link_split(data: str, split: str, folder: Path) -> None:
+    """folder/images and folder/labels made afresh of links to the split's images and their labels."""
+    for sub in ("images", "labels"):
+        target = folder / sub
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+    for image in open_dataset(data, split).image_files:
+        # The label path comes from the image path as the data set gives it: a linked image's target may
+        # lie in a folder with no labels beside it (data sets assembled from links).
+        image, labels = Path(image).absolute(), label_path(Path(image).absolute())
+        (folder / "images" / image.name).symlink_to(image.resolve())
+        if labels.is_file():
+            (folder / "labels" / labels.name).symlink_to(labels.resolve())
+
+
+def peer_data(data: str, splits: tuple[str, str], folder: Path) -> Path:
+    """A data.yaml for Ultralytics with absolute paths, its splits made of links to our split's images and labels.
+
+    Links, not copies: Ultralytics writes its labels.cache beside the labels, which must not touch the data set.
+    """
+    if Path(data).suffix.lower() not in (".yaml", ".yml"):
+        raise InputError(f"{data}: the YOLOv8 side of the showdown needs a YOLO data.yaml (not a COCO JSON)")
+    names = read_data_yaml(data)["names"]
+    entries = {}
+    for key, split in zip(("train", "val"), splits, strict=True):
+        _link_split(data, split, folder / key)
+        entries[key] = f"{key}/images"
+    yaml_path = folder / "data.yaml"
+    yaml_path.write_text(json.dumps({"path": str(folder.resolve()), **entries, "nc": len(names), "names": names}))
+    return yaml_path  # JSON is YAML
+
+
+def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], category_ids: list[int]) -> list[dict]:
+    """Ultralytics' COCO JSON (category = class + 1, image id = file stem) in our data set's ids, by file name."""
+    out = []
+    for det in predictions:
+        name = Path(det["file_name"]).name
+        if name not in file_ids:
+            raise InputError(f"YOLOv8 predictions name an image {name!r} that is not in the evaluation split")
+        out.append({"image_id": file_ids[name], "category_id": category_ids[int(det["category_id"]) - 1],
+                    "bbox": [float(v) for v in det["bbox"]], "score": float(det["score"]), "file_name": name})
+    return out
+
+
+def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threads: int, python: Path) -> list[str]:
+    """The child's command line; writes its data copy and the INT8 calibration list (the same images as ours)."""
+    data_yaml = peer_data(cfg.data, (cfg.train_split, cfg.split), out.parent / "ultralytics_data")
+    calib = select_images(list_images(cfg.data, cfg.train_split), cfg.calib_images, cfg.seed)
+    (out / "calib_images.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in calib))
+    cmd = [str(python), str(peer_script()), "--model", model, "--data", str(data_yaml), "--epochs", str(epochs),
+           "--imgsz", str(cfg.imgsz), "--batch", str(cfg.batch), "--seed", str(cfg.seed), "--device", cfg.device,
+           "--workers", str(cfg.workers), "--out", str(out), "--threads", str(threads)]
+    if cfg.int8:
+        cmd += ["--int8-calib", str(out / "calib_images.txt")]
+    return cmd
+
+
+def run_child(cmd: list[str], model: str, out: Path) -> dict:
+    """Run the child, its stderr into out/child.log; its result line's dict, or InputError with the log's tail."""
+    logger.info("showdown: %s", " ".join(cmd))
+    with open(out / "child.log", "w") as log:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    lines = [ln[len(RESULT_MARKER):] for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
+    if proc.returncode != 0 or not lines:
+        tail = (out / "child.log").read_text().strip().splitlines()[-1:] or ["no output"]
+        raise InputError(f"{model}: the Ultralytics child failed (exit {proc.returncode}): {tail[0][:300]} "
+                         f"(full log: {out / 'child.log'})")
+    return json.loads(lines[-1])
+
+
+def score_child(child: dict, dataset, out: Path) -> dict:
+    """The child's fp32 and INT8 predictions mapped to our ids and scored by our evaluator; the row's fields."""
+    file_ids = {Path(f).name: int(i) for f, i in zip(dataset.files, dataset.image_ids, strict=True)}
+    category_ids = [int(c) for c in dataset.category_ids]
+    gt = dataset.to_coco()
+    row = {"params": child["params"], "gflops": child["gflops"], "onnx_fp32": child["onnx_fp32"],
+           "ultralytics": child["versions"], "network_attempts": child["network_attempts"],
+           "ultralytics_own_AP": child.get("own_map"), "ultralytics_own_AP50": child.get("own_map50")}
+    for key, suffix in (("pred_fp32", ""), ("pred_int8", "_int8")):
+        if child.get(key):
+            preds = peer_predictions_to_coco(json.loads(Path(child[key]).read_text()), file_ids, category_ids)
+            (out / f"{key}.json").write_text(json.dumps(preds))
+            m = coco_metrics(gt, preds)
+            row.update({f"AP{suffix}": m.AP, f"AP50{suffix}": m.AP50})
+            if not suffix:
+                row.update({"APs": m.APs, "APm": m.APm, "APl": m.APl})
+    if child.get("onnx_int8"):
+        row.update({"onnx_int8": child["onnx_int8"], "int8_recipe": child["int8_recipe"]})
+    return row
+
+
+def run_peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, python: Path) -> dict:
+    """Run the Ultralytics child for one YOLOv8 model, then score its predictions here (time_together times it)."""
+    child = run_child(child_command(model, cfg, epochs, out, threads, python), model, out)
+    t1 = time.perf_counter()
+    row = score_child(child, dataset, out)
+    row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,
+                "device": child["device"], "train_threads": child.get("train_threads")})
+    return row
