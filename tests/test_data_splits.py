@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,15 @@ def test_a_coco_json_is_every_split(coco128):
     assert isinstance(splits["train"], CocoDataset) and splits["train"] is splits["val"] is splits["test"]
     assert len(splits["val"]) == 128
 
+
+
+def test_quiet_reports_nothing(tmp_path, caplog):
+    data = make_synthetic_dataset(tmp_path / "bad", n_images=4, n_val=2, size=64, seed=0)
+    label = next((data.parent / "train" / "labels").glob("*.txt"))
+    label.write_text("not a label line\n")
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
+        open_splits(data, ("train",), quiet=True)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="yolonas"):
+        open_splits(data, ("train",))
+    assert len(caplog.records) == 1

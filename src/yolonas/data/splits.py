@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from yolonas.data.coco import CocoDataset
@@ -19,14 +21,22 @@ def data_yaml_of(path: str | Path) -> Path | None:
         for name in ("data.yaml", "data.yml"):
             if (path / name).is_file():
                 return path / name
-        raise DataError(f"{path}: a dataset folder needs a data.yaml; or pass the data.yaml or COCO JSON itself")
-    if path.suffix in (".yaml", ".yml"):
+        raise DataError(f"{path}: a dataset folder needs a data.yaml; pass the data.yaml or COCO JSON itself, or "
+                        "write a data.yaml naming the train/val image folders and the class names")
+    if path.suffix.lower() in (".yaml", ".yml"):
         return path
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         return None
     if not path.exists():
         raise DataError(f"{path}: data set not found")
     raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
+
+
+def open_dataset(data: str | Path, split: str = "val", images: str | Path | None = None,
+                 cache: bool = False) -> DetectionDataset:
+    """One split of what `--data` names: a data.yaml (its `split`), a folder holding one, or a COCO JSON (images
+    in `images` or found beside it)."""
+    return open_splits(data, (split,), images, cache)[split]
 
 
 def open_splits(data: str | Path, splits: Iterable[str] = ("train", "val"), images: str | Path | None = None,
@@ -37,9 +47,7 @@ def open_splits(data: str | Path, splits: Iterable[str] = ("train", "val"), imag
     images, the same for every split. `quiet`: report nothing while opening (another process already does).
     """
     splits = list(splits)
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.simplefilter("ignore")
+    with _silenced(quiet):
         yaml_path = data_yaml_of(data)
         if yaml_path is None:
             return dict.fromkeys(splits, CocoDataset(data, images, cache=cache))
@@ -51,3 +59,20 @@ def open_splits(data: str | Path, splits: Iterable[str] = ("train", "val"), imag
                 opened[key] = load_data_yaml(yaml_path, split, cache=cache)
             result[split] = opened[key]
         return result
+
+
+@contextlib.contextmanager
+def _silenced(on: bool) -> Iterator[None]:
+    """While `on`: no warnings and no label-check reports (they are logged by yolonas.data)."""
+    if not on:
+        yield
+        return
+    logger = logging.getLogger("yolonas.data")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
