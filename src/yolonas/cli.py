@@ -472,39 +472,21 @@ def quantize(
 ) -> None:
     """INT8 to a QDQ ONNX file or an OpenVINO IR: all layers (ptq), selectively from a sensitivity report, or
     after QAT."""
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
     out = run_dir("quantize", name)
-    if mode == "qat":  # fine-tune with fake INT8, then quantize the fine-tuned float weights like PTQ does
-        from yolonas.quant.qat import qat, training_config  # noqa: PLC0415
-
-        if Path(weights).suffix.lower() == ".onnx":
-            raise InputError(f"{weights}: QAT trains a checkpoint (.pt), not an exported file")
-        overrides = {"run.project": str(out), "run.name": "qat", "run.exist_ok": True, "run.device": device}
-        if imgsz is not None:
-            overrides["data.image_size"] = imgsz
-        cfg = training_config(weights, data, recipe, overrides)
-        trained = qat(weights, cfg, calib_images=calib_images, seed=seed,
-                      activations="int8" if int8_activations else "uint8",
-                      method="minmax" if method == "minmax" else "percentile", percentile=percentile,
-                      float_layers=float_layers or (), epochs=epochs)
-        weights, mode = str(trained.last), "ptq"
-        print(f"quantize: QAT fine-tuned {trained.epochs} epochs -> {weights}", file=sys.stderr)
-    if Path(weights).suffix.lower() == ".onnx":
-        if imgsz is not None:
-            raise InputError(f"{weights}: the input size of an exported model is set at export; drop --imgsz")
-        source = weights
-    else:
-        source = _load_model(None, weights, imgsz)
     progress = None
     if json_out != "-":
         progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
-    result = run_quantize(source, data, out, output=output, split=split, mode=mode, fmt=format_,
+    result = run_quantize(weights, data, out, output=output, split=split, mode=mode, fmt=format_,
                           quantizer=quantizer, calib_images=calib_images,
                           val_images=val_images, method=method, percentile=percentile, seed=seed,
                           activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
-                          max_error=max_error, min_speedup=min_speedup, threads=threads, progress=progress)
+                          max_error=max_error, min_speedup=min_speedup, threads=threads, imgsz=imgsz,
+                          recipe=recipe, epochs=epochs, device=device, progress=progress)
+    if "qat" in result:
+        print(f"quantize: QAT fine-tuned {result['qat']['epochs']} epochs -> {result['qat']['weights']}",
+              file=sys.stderr)
     print(f"quantize: {result['output']} ({mode}, {result['activations']} activations, {method} on "
           f"{len(result['calibration']['images'])} images) -> {out}", file=sys.stderr)
     _emit_json(result, json_out)

@@ -1,14 +1,20 @@
-"""The `yolonas quantize` flow (and `yolonas export --int8`): a model or float .onnx in, an INT8 file and its report
-folder out. The INT8 file is a QDQ .onnx for ONNX Runtime, or an OpenVINO IR (NNCF's quantization, or our QDQ file
-converted)."""
+"""The `yolonas quantize` flow (and `yolonas export --int8`): a model, a checkpoint or a float .onnx in, an INT8 file
+and its report folder out. The INT8 file is a QDQ .onnx for ONNX Runtime, or an OpenVINO IR (NNCF's quantization, or
+our QDQ file converted).
+
+The steps: (qat only) fine-tune the checkpoint with fake INT8 -> float .onnx -> calibrate -> (selective only)
+sensitivity report and the float layers a budget allows -> write the INT8 file -> its output error.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from yolonas.deploy.backends import OpenVINOBackend
+from yolonas.deploy.open import is_exported, load_model
 from yolonas.deploy.timing import warn_if_slow_int8
 from yolonas.errors import InputError
 from yolonas.quant.calibration import DEFAULT_PERCENTILE, calibrate, list_images, read_model_info, select_images
@@ -17,7 +23,9 @@ from yolonas.quant.ptq import DEFAULT_ACTIVATIONS, prepare, resolve_layers, writ
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze, output_error
 
-MODES = ("ptq", "selective")
+log = logging.getLogger(__name__)
+
+MODES = ("ptq", "selective", "qat")
 FORMATS = ("onnx", "openvino")
 
 
@@ -33,6 +41,48 @@ def _check(mode: str, fmt: str, quantizer: str | None) -> str:
     if fmt == "onnx" and quantizer != "qdq":
         raise InputError("NNCF writes OpenVINO IR: use --format openvino with --quantizer nncf")
     return quantizer
+
+
+def fine_tune_qat(weights, data, out_dir: str | Path, *, recipe: str | None = None, epochs: int | None = None,
+                  imgsz: int | None = None, device: str = "auto", calib_images: int = 64, seed: int = 0,
+                  activations: str = DEFAULT_ACTIVATIONS, method: str = "percentile",
+                  percentile: float = DEFAULT_PERCENTILE, float_layers=()) -> dict:
+    """The first step of mode `qat`: fine-tune the checkpoint `weights` with fake INT8 on `data`, in
+    `out_dir`/qat, with the recipe it was trained with (or `recipe`) changed for QAT. Returns the epochs, the
+    fine-tuned float weights (last.pt, partially fused) and the run folder; the next steps quantize those weights
+    as ptq does."""
+    if not isinstance(weights, (str, Path)):
+        raise InputError("QAT fine-tunes a checkpoint file with its training config: give the checkpoint's path")
+    if is_exported(weights):
+        raise InputError(f"{weights}: QAT trains a checkpoint (.pt), not an exported file")
+    from yolonas.quant.qat import qat, training_config  # noqa: PLC0415 - the training machinery only for qat
+
+    overrides = {"run.project": str(out_dir), "run.name": "qat", "run.exist_ok": True, "run.device": device}
+    if imgsz is not None:
+        overrides["data.image_size"] = imgsz
+    cfg = training_config(str(weights), data, recipe, overrides)
+    trained = qat(str(weights), cfg, calib_images=calib_images, seed=seed, activations=activations,
+                  method="minmax" if method == "minmax" else "percentile", percentile=percentile,
+                  float_layers=float_layers, epochs=epochs)
+    log.info("quantize: QAT fine-tuned %d epochs -> %s", trained.epochs, trained.last)
+    return {"epochs": trained.epochs, "weights": str(trained.last), "run_dir": str(trained.run_dir)}
+
+
+def _source(model, imgsz: int | None):
+    """What is quantized: a float .onnx (checked now, so a bad file fails before any work), a YoloNAS, or the one
+    a checkpoint or published name gives (a square input of `imgsz` when given)."""
+    if not isinstance(model, (str, Path)):
+        if imgsz is not None:
+            raise InputError("imgsz applies to a checkpoint given by its path; set the model's preprocessing instead")
+        return model
+    if Path(model).suffix.lower() == ".onnx":
+        if imgsz is not None:
+            raise InputError(f"{model}: the input size of an exported model is set at export; drop --imgsz")
+        read_model_info(model)
+        return model
+    if is_exported(model):
+        raise InputError(f"{model}: quantize a float .onnx from `yolonas export`, or the checkpoint itself")
+    return load_model(model, imgsz)
 
 
 def _float_export(model, out_dir: Path) -> Path:
@@ -58,44 +108,60 @@ def quantize(model, data: str | Path, out_dir: str | Path, *, output: str | Path
              calib_images: int = 64, val_images: int = 16, method: str = "percentile",
              percentile: float = DEFAULT_PERCENTILE, seed: int = 0, activations: str = DEFAULT_ACTIVATIONS,
              float_layers=(), max_error: float | None = None, min_speedup: float | None = None, threads: int = 2,
-             preset: str = "performance", progress=None) -> dict:
-    """Quantize `model` (a YoloNAS, exported here, or a float yolonas .onnx) with images of `data` (`split`).
+             preset: str = "performance", imgsz: int | None = None, recipe: str | None = None,
+             epochs: int | None = None, device: str = "auto", progress=None) -> dict:
+    """Quantize `model` (a YoloNAS or a checkpoint / published name, exported here; or a float yolonas .onnx) with
+    images of `data` (`split`); `imgsz`: a square input size for a checkpoint.
 
     `ptq`: every network conv INT8 except `float_layers`. `selective`: a leave-one-out sensitivity report on
-    `val_images` images (none of them calibration images), then the float convs a budget allows. `fmt` onnx writes
-    a QDQ .onnx; openvino an IR by `quantizer` (nncf, with `preset`; or qdq). Writes the float export, ranges,
-    report and result.json to `out_dir`; the quantized file to `output`.
+    `val_images` images (none of them calibration images), then the float convs a budget allows. `qat`: first
+    `fine_tune_qat` (the checkpoint's recipe or `recipe`, `epochs`, on `device`), then ptq of the fine-tuned
+    weights. `fmt` onnx writes a QDQ .onnx; openvino an IR by `quantizer` (nncf, with `preset`; or qdq). Writes
+    the float export, ranges, report and result.json to `out_dir`; the quantized file to `output`.
     """
     quantizer = _check(mode, fmt, quantizer)
     out_dir = Path(out_dir)
-    if isinstance(model, (str, Path)):
-        read_model_info(model)  # a bad file fails before any work
+    fine_tuned = None
+    if mode == "qat":
+        fine_tuned = fine_tune_qat(model, data, out_dir, recipe=recipe, epochs=epochs, imgsz=imgsz, device=device,
+                                   calib_images=calib_images, seed=seed, activations=activations, method=method,
+                                   percentile=percentile, float_layers=float_layers)
+        model = fine_tuned["weights"]
+    model = _source(model, imgsz)
     files = list_images(data, split)
     warn_if_slow_int8()
     out_dir.mkdir(parents=True, exist_ok=True)
     float_onnx = _float_export(model, out_dir)
-    prepared = prepare(float_onnx, out_dir / "float_prepared.onnx")
     calib_files = select_images(files, calib_images, seed)
-    calib = calibrate(prepared, calib_files, out_dir / f"ranges_{method}.json", method=method,
-                      percentile=percentile, seed=seed)
+    calib = calibrate(prepare(float_onnx, out_dir / "float_prepared.onnx"), calib_files,
+                      out_dir / f"ranges_{method}.json", method=method, percentile=percentile, seed=seed)
     output = Path(output) if output else _default_output(out_dir, mode, fmt, quantizer)
     result = {"mode": mode, "format": fmt, "quantizer": quantizer, "output": str(output), "float_onnx": str(float_onnx),
               "activations": activations if quantizer == "qdq" else preset, "calibration": calib.describe(),
               "run_dir": str(out_dir)}
+    if fine_tuned is not None:
+        result["qat"] = fine_tuned
     evaluator = _evaluator(calib, files, calib_files, val_images, seed, activations, threads)
     float_nodes = _float_nodes(mode, calib, evaluator, float_layers, max_error, min_speedup, out_dir, data,
                                progress, result)
-    if quantizer == "nncf":
-        quantize_nncf(float_onnx, calib_files, output, float_nodes=float_nodes, preset=preset, seed=seed, mode=mode)
-    else:
-        qdq = output if fmt == "onnx" else out_dir / f"model_int8_{mode}_qdq.onnx"
-        write_qdq(calib, qdq, activations=activations, float_layers=float_nodes, mode=mode)
-        if fmt == "openvino":
-            qdq_to_openvino(qdq, output)
+    _write(calib, float_onnx, calib_files, output, float_nodes, mode=mode, fmt=fmt, quantizer=quantizer,
+           activations=activations, preset=preset, seed=seed, out_dir=out_dir)
     if evaluator is not None:
         result["output_error"] = _output_error(evaluator, output, float_nodes, fmt, threads)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _write(calib, float_onnx: Path, calib_files, output: Path, float_nodes: list[str], *, mode: str, fmt: str,
+           quantizer: str, activations: str, preset: str, seed: int, out_dir: Path) -> None:
+    """Write the INT8 file: NNCF's IR, or our QDQ .onnx (converted to an IR for openvino)."""
+    if quantizer == "nncf":
+        quantize_nncf(float_onnx, calib_files, output, float_nodes=float_nodes, preset=preset, seed=seed, mode=mode)
+        return
+    qdq = output if fmt == "onnx" else out_dir / f"model_int8_{mode}_qdq.onnx"
+    write_qdq(calib, qdq, activations=activations, float_layers=float_nodes, mode=mode)
+    if fmt == "openvino":
+        qdq_to_openvino(qdq, output)
 
 
 def _evaluator(calib, files, calib_files, val_images: int, seed: int, activations: str, threads: int):
@@ -108,8 +174,9 @@ def _evaluator(calib, files, calib_files, val_images: int, seed: int, activation
 
 def _float_nodes(mode: str, calib, evaluator, float_layers, max_error, min_speedup, out_dir: Path, data,
                  progress, result: dict) -> list[str]:
-    """The conv nodes kept float: those named (ptq), or those a sensitivity report and budget choose (selective)."""
-    if mode == "ptq":
+    """The conv nodes kept float: those named (ptq, qat), or those a sensitivity report and budget choose
+    (selective)."""
+    if mode != "selective":
         return resolve_layers(float_layers, calib.model)
     if evaluator is None:
         raise InputError(f"{data}: selective quantization needs validation images besides the "
