@@ -138,42 +138,27 @@ def _print_info(r: dict) -> None:
           f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
-
-
-def _detector(model: str | None, weights: str | None, imgsz: int | None, device: str):
-    """A fused YoloNAS for a checkpoint or name, or a runtime backend for an exported file (.onnx, .xml, ...)."""
+def _model_arg(model: str | None, weights: str | None) -> str:
+    """The one model that --weights or --model names (a published name, a spec YAML, a checkpoint or, where the
+    command runs exported files, a .onnx / .xml / .engine)."""
     from yolonas.errors import InputError  # noqa: PLC0415
-
-    path = weights or model
-    if path and Path(path).suffix.lower() in EXPORTED_SUFFIXES:
-        if imgsz is not None:
-            raise InputError(f"{path}: the input size of an exported model is set at export (yolonas export "
-                             "--imgsz); drop --imgsz")
-        from yolonas.deploy.backends import load_backend  # noqa: PLC0415
-
-        return load_backend(path, device=device)
-    net = _load_model(model, weights, imgsz).eval().fuse()  # a missing file fails here, before any warning
-    if path and (Path(path).suffix.lower() in (".yaml", ".yml") or not Path(path).exists()):
-        print(f"warning: {path} has random weights (no checkpoint given), so its detections are noise; pass a "
-              "trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
-    return net
-
-
-def _load_model(model: str | None, weights: str | None, imgsz: int | None = None):
-    """The model that --weights or --model names (a published name, a spec YAML or a checkpoint)."""
-    from yolonas.arch.model import Preprocessing  # noqa: PLC0415
-    from yolonas.errors import InputError  # noqa: PLC0415
-    from yolonas.weights import load  # noqa: PLC0415
 
     if model and weights and model != weights:
         raise InputError(f"--model {model} and --weights {weights} name two models; give one")
     if not (model or weights):
         raise InputError("no model given: pass --weights best.pt (or --model yolo_nas_s for untrained weights)")
-    net = load(weights or model)
-    if imgsz is not None:  # a square input of that size, the image fitted inside it
-        net.preprocessing = Preprocessing((imgsz, imgsz), None, net.preprocessing.pad, net.preprocessing.pad_value)
-    return net
+    return weights or model
+
+
+def _open(model: str | None, weights: str | None, imgsz: int | None, device: str, half: bool = False):
+    """predict and val: the opened model (a checkpoint, name or exported file), warning when it has random weights."""
+    from yolonas.deploy.open import open_model  # noqa: PLC0415
+
+    opened = open_model(_model_arg(model, weights), imgsz=imgsz, device=device, half=half)
+    if opened.random_weights:
+        print(f"warning: {opened.source} has random weights (no checkpoint given), so its detections are noise; "
+              "pass a trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
+    return opened
 
 
 @app.command()
@@ -196,10 +181,10 @@ def predict(
     from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
-    net = _detector(model, weights, imgsz, device)
+    opened = _open(model, weights, imgsz, device, half)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
-    predictor = Predictor(net, nms=nms, device=device, batch_size=batch, half=half)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half)
     print(f"predict: {predictor.nms.describe()}", file=sys.stderr)
     out = run_dir("predict", name)
     n_images = n_boxes = 0
@@ -353,14 +338,15 @@ def val(
 
     from yolonas.data import open_dataset  # noqa: PLC0415
     from yolonas.eval.validate import validate  # noqa: PLC0415
-    from yolonas.infer import NMSConfig  # noqa: PLC0415
+    from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
 
-    net = _detector(model, weights, imgsz, device)
+    opened = _open(model, weights, imgsz, device, half)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-    metrics = validate(net, dataset, nms=nms, batch_size=batch, device=device,
-                       save_predictions=save_predictions, plots_dir=out, half=half)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half)
+    print(f"val: {len(dataset)} images, {predictor.nms.describe()}", file=sys.stderr)
+    metrics = validate(predictor, dataset, batch_size=batch, save_predictions=save_predictions, plots_dir=out)
     if json_out != "-":
         Console().print(metrics.table())
         if out is not None:
@@ -407,28 +393,21 @@ def export(
 ) -> None:
     """Export a fused model to ONNX (raw boxes + scores, or NMS inside) or OpenVINO IR; f32, bf16 or INT8."""
     from yolonas.deploy.export import export_file  # noqa: PLC0415
+    from yolonas.deploy.open import load_model  # noqa: PLC0415
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.infer import NMSConfig  # noqa: PLC0415
 
-    net = _load_model(None, weights, imgsz)
+    net = load_model(weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
     suffix = ".xml" if format_ == "openvino" else ".onnx"
     if int8:
         if bf16 or nms or uint8 or dynamic or dynamic_size or batch != 1:
             raise InputError("--int8 writes a raw-output, float-input, batch-1 file: drop --bf16, --nms, --uint8, "
                              "--dynamic, --dynamic-size and --batch")
-        if data is None:
-            raise InputError("--int8 needs --data: the images INT8 is calibrated on (a data set or image folder)")
-        from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
-
         path = Path(output) if output else Path(f"{stem}_int8{suffix}")
-        result = run_quantize(net, data, run_dir("quantize", name), output=path, split=split, mode=mode,
-                              fmt=format_, quantizer=quantizer, calib_images=calib_images, seed=seed,
-                              float_layers=float_layers or (), max_error=max_error,
-                              min_speedup=None if max_error is not None else 0.5)
-        print(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})",
-              file=sys.stderr)
-        _emit_json({"output": str(path), "nms": None, "int8": result}, json_out)
+        _export_int8(net, path, data, name, json_out, split=split, mode=mode, fmt=format_, quantizer=quantizer,
+                     calib_images=calib_images, seed=seed, float_layers=float_layers or (), max_error=max_error,
+                     min_speedup=None if max_error is not None else 0.5)
         return
     settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
     path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
@@ -437,6 +416,19 @@ def export(
     print(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"),
           file=sys.stderr)
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
+
+
+def _export_int8(net, path: Path, data: str | None, name: str | None, json_out: str | None, **settings) -> None:
+    """`export --int8`: the quantize pipeline on the loaded model, its run folder under runs/quantize/."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
+
+    if data is None:
+        raise InputError("--int8 needs --data: the images INT8 is calibrated on (a data set or image folder)")
+    result = run_quantize(net, data, run_dir("quantize", name), output=path, **settings)
+    print(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})",
+          file=sys.stderr)
+    _emit_json({"output": str(path), "nms": None, "int8": result}, json_out)
 
 
 @app.command()
@@ -492,30 +484,6 @@ def quantize(
     _emit_json(result, json_out)
 
 
-def _backend_for(weights: str, backend: str, device: str, half: bool, threads: int | None, imgsz: int | None,
-                 compile: bool = False, cuda_graphs: bool = False):
-    """(backend, preprocessing, label) for a checkpoint/name (torch) or an exported file (.onnx, .xml, .engine)."""
-    from yolonas.errors import InputError  # noqa: PLC0415
-    from yolonas.infer import TorchBackend  # noqa: PLC0415
-
-    exported = Path(weights).suffix.lower() in (".onnx", ".xml", ".engine", ".plan")
-    if not exported:
-        if backend not in ("torch", "auto"):
-            raise InputError(f"--backend {backend} runs exported files: export first with `yolonas export "
-                             f"--weights {weights}`, then pass the .onnx")
-        net = _load_model(None, weights, imgsz).eval().fuse()
-        label = "torch" + " fp16" * half + " compiled" * compile + " cuda-graphs" * cuda_graphs
-        return TorchBackend(net, device, half, compile=compile, cuda_graphs=cuda_graphs), net.preprocessing, label
-    from yolonas.deploy.backends import load_backend  # noqa: PLC0415
-
-    if backend == "tensorrt" and Path(weights).suffix.lower() == ".onnx":
-        raise InputError("the TensorRT backend needs an engine built from the .onnx (trtexec --onnx=... "
-                         "--saveEngine=model.engine); TensorRT is not installed on this machine")
-    engine = load_backend(weights, device=device, threads=threads,
-                          runtime=None if backend in ("auto", "torch") else backend)
-    return engine, engine.preprocessing, type(engine).__name__.removesuffix("Backend").lower()
-
-
 def _bench_images(source: str | None, n: int = 8):
     import numpy as np  # noqa: PLC0415
 
@@ -557,6 +525,7 @@ def bench(
     import torch  # noqa: PLC0415
 
     from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
+    from yolonas.deploy.open import open_model  # noqa: PLC0415
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -564,10 +533,12 @@ def bench(
         _bench_all(weights, source, data, imgsz, threads, device, blocks, max(1, runs // blocks), output, name,
                    json_out)
         return
-    engine, pre, label = _backend_for(weights, backend, device, half, threads, imgsz, compile, cuda_graphs)
+    opened = open_model(weights, imgsz=imgsz, device=device, runtime=backend, threads=threads, half=half,
+                        compile=compile, cuda_graphs=cuda_graphs)
+    pre, label = opened.preprocessing, opened.label
     images, what = _bench_images(source)
     sizes = _batch_sizes(batch)
-    results = [benchmark(engine, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
+    results = [benchmark(opened.backend, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
     table = markdown_table(results)
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
               f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")
@@ -597,14 +568,15 @@ def _batch_sizes(text: str) -> list[int]:
 def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | None, threads: int | None,
                device: str, blocks: int, runs: int, output: str | None, name: str | None, json_out: str | None) -> None:
     """`bench --all`: build every path of a checkpoint, time them side by side, print and write the table."""
+    from yolonas.deploy.open import is_exported, load_model  # noqa: PLC0415
     from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.paths import bench_all  # noqa: PLC0415
 
-    if Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
+    if is_exported(weights):
         raise InputError(f"{weights}: --all builds every format itself from a checkpoint (or a published name); "
                          "give the .pt, or drop --all to time this file")
     out = run_dir("bench", name)
-    result = bench_all(_load_model(None, weights, imgsz), out, source=source, data=data, threads=threads,
+    result = bench_all(load_model(weights, imgsz), out, source=source, data=data, threads=threads,
                        device=device, blocks=blocks, runs=runs)
     result["weights"] = weights
     markdown = f"# What is fastest here: {weights}\n\n{result.pop('markdown')}\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,7 +69,7 @@ def validate(
     if names is not None and len(names) != len(dataset.class_names):
         raise InputError(f"the model has {len(names)} classes but the data set {dataset.report.source} has "
                          f"{len(dataset.class_names)}; validate on data with the model's classes")
-    print(f"val: {len(dataset)} images, {predictor.nms.describe()}", file=sys.stderr)
+    log.info("val: %d images, %s", len(dataset), predictor.nms.describe())
     results = predict_dataset(predictor, dataset, batch_size)
     gt = dataset.to_coco()
     metrics = coco_metrics(gt, results)
