@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ import yaml
 from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing, YoloNAS, build
 from yolonas.arch.spec import PUBLISHED, ArchSpec
 from yolonas.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "yolonas-checkpoint"
 FORMAT_VERSION = 1
@@ -217,8 +219,8 @@ def _model_from_sg(obj: dict, source: str, num_classes: int | None, class_names:
 
 
 def _replace_classes(model: YoloNAS, num_classes: int, source: str) -> None:
-    print(f"yolonas: {source} has {model.num_classes} classes; replacing the classification layers with "
-          f"{num_classes} new ones (the rest of the weights are kept)", file=sys.stderr)
+    log.warning("yolonas: %s has %d classes; replacing the classification layers with %d new ones (the rest of "
+                "the weights are kept)", source, model.num_classes, num_classes)
     model.replace_classes([str(i) for i in range(num_classes)])
 
 
@@ -283,7 +285,7 @@ def load(
                 return build(BUILTIN[text](), class_names=class_names)
             return build(BUILTIN[text](), num_classes)
         path = pretrained_path(text, pretrained)
-        print(f"yolonas: {LICENSE_NOTICE}", file=sys.stderr)
+        log.warning("yolonas: %s", LICENSE_NOTICE)
         return _model_from_sg(_read_sg_file(path, trusted=True), str(path), num_classes, class_names)
     path = Path(model)
     if not path.exists():

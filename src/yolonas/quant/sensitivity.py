@@ -247,14 +247,12 @@ class SensitivityReport:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | Path) -> Path:
-        """Sensitivity and latency share of every layer, in graph order."""
-        import matplotlib  # noqa: PLC0415
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        """Sensitivity and latency share of every layer, in graph order, as a PNG."""
+        from matplotlib.figure import Figure  # noqa: PLC0415 - no pyplot: no global state, no display backend
 
         n = len(self.layers)
-        fig, (a, b) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.16 * n)), sharey=True)
+        fig = Figure(figsize=(12, max(4.0, 0.16 * n)))
+        a, b = fig.subplots(1, 2, sharey=True)
         y = np.arange(n)
         a.barh(y, [lay.sensitivity for lay in self.layers], color="tab:red")
         a.set_xlabel("gain if kept float (leave one out)" if "leave_one_out" in self.modes
@@ -270,7 +268,6 @@ class SensitivityReport:
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         return path
 
     def save(self, folder: str | Path, stem: str = "sensitivity") -> dict[str, Path]:
