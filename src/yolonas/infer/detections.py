@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,11 +22,6 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.boxes)
-
-    def filter(self, min_score: float) -> Detections:
-        """The detections with score >= `min_score`."""
-        keep = self.scores >= min_score
-        return replace(self, boxes=self.boxes[keep], scores=self.scores[keep], class_ids=self.class_ids[keep])
 
     def to_json(self) -> dict:
         """A JSON-ready dict: file, width, height and one entry per detection."""

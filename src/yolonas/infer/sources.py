@@ -89,11 +89,6 @@ class ImageSource:
         else:
             self._items = source  # a generator (of frames, say) stays lazy, so it is never held in memory
 
-    @property
-    def has_video(self) -> bool:
-        """True when a video file is among the inputs."""
-        return isinstance(self._items, list) and any(isinstance(i, Path) and is_video(i) for i in self._items)
-
     def _expand(self, source) -> Iterator:
         """Flatten the source into a list of Paths, arrays and PIL images, checking that every path exists."""
         if isinstance(source, (str, Path)):

@@ -18,10 +18,7 @@ from yolonas.quant.calibration import (
     NETWORK_PREFIXES,
     QUANT_OP_TYPES,
     Calibration,
-    calibrate,
-    list_images,
     read_model_info,
-    select_images,
 )
 
 log = logging.getLogger(__name__)
@@ -213,25 +210,6 @@ def quiet_ort_logging():
         yield
     finally:
         root.setLevel(level)
-
-
-def quantize_onnx(float_model: str | Path, output: str | Path, images: str | Path, *, split: str = "train",
-                  n_images: int = 64, seed: int = 0, method: str = "percentile",
-                  percentile: float = 99.99, activations: str = DEFAULT_ACTIVATIONS, float_layers=(),
-                  work_dir: str | Path | None = None) -> tuple[Path, Calibration]:
-    """Pre-process, calibrate on `n_images` of `images` chosen by `seed`, and write the QDQ model to `output`.
-
-    `work_dir` keeps the pre-processed float model and the ranges for reuse (a temporary folder otherwise).
-    """
-    files = select_images(list_images(images, split), n_images, seed)
-    with contextlib.ExitStack() as stack:
-        work = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        work.mkdir(parents=True, exist_ok=True)
-        prepared = prepare(float_model, work / "float_prepared.onnx")
-        calib = calibrate(prepared, files, work / f"ranges_{method}.json", method=method, percentile=percentile,
-                          seed=seed)
-        path = write_qdq(calib, output, activations=activations, float_layers=float_layers)
-    return path, calib
 
 
 def int8_for_latency(float_model: str | Path, output: str | Path, feeds: list, *,

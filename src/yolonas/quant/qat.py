@@ -46,16 +46,6 @@ class FakeQuantConv2d(nn.Conv2d):
         q.observed: list[torch.Tensor] = []
         return q
 
-    def to_conv(self) -> nn.Conv2d:
-        """The plain conv again, with the same parameters."""
-        conv = nn.Conv2d.__new__(nn.Conv2d)
-        nn.Module.__init__(conv)
-        skip = {"activations", "quant_min", "quant_max", "calibrating", "enabled", "observed"}
-        conv.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_") and k not in skip})
-        conv._parameters = self._parameters
-        conv._buffers = {k: v for k, v in self._buffers.items() if not k.startswith("act_")}
-        return conv
-
     def set_range(self, low: float, high: float) -> None:
         """Fix the input's quantization grid from its calibrated range (which always includes 0)."""
         low, high = min(low, 0.0), max(high, 0.0)
@@ -136,12 +126,6 @@ def prepare_qat(model: YoloNAS, batches: Iterable[torch.Tensor], *, activations:
             low, high = max(low, low_p), min(high, high_p)
         m.observed = []
         m.set_range(low, high)
-    return model
-
-
-def strip_qat(model: YoloNAS) -> YoloNAS:
-    """Replace every fake-quant conv by its plain conv in place (same weights): a float, partially fused model."""
-    _swap(model, lambda m: m.to_conv() if isinstance(m, FakeQuantConv2d) else None)
     return model
 
 
