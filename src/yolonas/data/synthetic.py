@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolonas.data.yolo import write_yolo_labels
+
 CLASSES = ("circle", "rectangle", "triangle")
 
 
@@ -73,16 +75,13 @@ def make_synthetic_dataset(folder: str | Path, n_images: int = 48, n_val: int | 
     n_val = max(4, n_images // 4) if n_val is None else n_val
     for split, count in (("train", n_images), ("val", n_val)):
         (folder / split / "images").mkdir(parents=True, exist_ok=True)
-        (folder / split / "labels").mkdir(parents=True, exist_ok=True)
         for k in range(count):
             h, w = (size, size) if rng.random() < 0.5 else (size * 3 // 4, size)
             image, boxes, classes = synthetic_image(rng, h, w)
             name = f"{split}_{k:04d}"
             cv2.imwrite(str(folder / split / "images" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cxcywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / [w, h, w, h]
-            lines = [f"{c} " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(classes, cxcywh)]
-            (folder / split / "labels" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+            write_yolo_labels(folder / split / "labels" / f"{name}.txt", boxes, classes, (h, w))
     data_yaml = folder / "data.yaml"
     data_yaml.write_text(yaml.safe_dump({"path": ".", "train": "train/images", "val": "val/images",
                                          "nc": len(CLASSES), "names": list(CLASSES)}, sort_keys=False))

@@ -46,6 +46,18 @@ def ignore_path(image: Path) -> Path:
     return labels.with_suffix(".ignore.txt")
 
 
+def write_yolo_labels(path: Path, boxes: np.ndarray, class_ids: np.ndarray, image_shape: tuple[int, int]) -> Path:
+    """Write YOLO label lines `cls cx cy w h` (normalised, 6 decimals) for xyxy pixel `boxes` of an image of
+    `image_shape` (h, w) to `path`, making its folder; no boxes: an empty file."""
+    h, w = image_shape
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cxcywh = np.concatenate([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], 1) / [w, h, w, h]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{int(c)} " + " ".join(f"{v:.6f}" for v in row) + "\n"
+                            for c, row in zip(class_ids, cxcywh)))
+    return path
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files under a folder, recursively, sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

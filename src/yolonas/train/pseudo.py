@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from yolonas.arch.model import YoloNAS
-from yolonas.data.yolo import ignore_path, label_path, list_images, read_data_yaml, split_images
+from yolonas.data.yolo import ignore_path, label_path, list_images, read_data_yaml, split_images, write_yolo_labels
 from yolonas.errors import InputError
 from yolonas.infer.detections import Detections
 from yolonas.infer.postprocess import NMSConfig
@@ -96,13 +96,6 @@ def split_bands(det: Detections, thresholds: np.ndarray, ignore_below: float) ->
     return label, ~label & (det.scores >= ignore_below)
 
 
-def _yolo_lines(boxes: np.ndarray, classes: np.ndarray, hw: tuple[int, int]) -> str:
-    h, w = hw
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 / w, (boxes[:, 1] + boxes[:, 3]) / 2 / h
-    bw, bh = (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h
-    return "".join(f"{c} {x:.6f} {y:.6f} {a:.6f} {b:.6f}\n" for c, x, y, a, b in zip(classes, cx, cy, bw, bh))
-
-
 def _place_image(src: Path, dst: Path, link: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
@@ -158,13 +151,9 @@ def pseudo_label(teacher: YoloNAS | str | Path, images: str | Path | Sequence[st
         ignored += np.bincount(det.class_ids[band], minlength=len(names))
         empty += int(not keep.any())
         if fmt == "yolo":
-            lp = label_path(dst)
-            lp.parent.mkdir(parents=True, exist_ok=True)
-            lp.write_text(_yolo_lines(det.boxes[keep], det.class_ids[keep], det.image_shape))
+            write_yolo_labels(label_path(dst), det.boxes[keep], det.class_ids[keep], det.image_shape)
             if band.any():
-                ip = ignore_path(dst)
-                ip.parent.mkdir(parents=True, exist_ok=True)
-                ip.write_text(_yolo_lines(det.boxes[band], det.class_ids[band], det.image_shape))
+                write_yolo_labels(ignore_path(dst), det.boxes[band], det.class_ids[band], det.image_shape)
         else:
             h, w = det.image_shape
             coco_images.append({"id": k, "file_name": str(rel[name]), "height": int(h), "width": int(w)})
