@@ -17,6 +17,7 @@ writes a data.yaml whose training split lists a real data set's images and the p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from yolonas.infer.detections import Detections
 from yolonas.infer.postprocess import NMSConfig
 from yolonas.infer.predictor import Predictor
 from yolonas.weights import load
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,7 +183,7 @@ def pseudo_label(teacher: YoloNAS | str | Path, images: str | Path | Sequence[st
         format=fmt, out_dir=str(out), data=str(data))
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if verbose:
-        print(report.table(), flush=True)
+        log.info("%s", report.table())
     return report
 
 
