@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +94,25 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_run_keeps_its_settings(tmp_pa
     CliRunner().invoke(app, ["train", "--resume", str(last)])
     assert seen["start"] == 1 and seen["cfg"].data.workers == 0 and seen["cfg"].data.image_size == 64
     assert seen["cfg"].model.name == "yolo_nas_tiny"  # cpu_smoke's, not the default recipe's yolo_nas_s
+
+
+def test_resume_state_round_trips_through_last_pt(tmp_path):
+    """What last.pt records of where a run stands comes back equal, the RNG streams included; an older last.pt
+    without best_* keys reads with their defaults."""
+    from yolonas.arch.model import build  # noqa: PLC0415
+    from yolonas.arch.spec import yolo_nas_tiny  # noqa: PLC0415
+    from yolonas.train.trainer import ResumeState, rng_state, set_rng_state  # noqa: PLC0415
+    from yolonas.weights import read_checkpoint, save_checkpoint  # noqa: PLC0415
+
+    state = ResumeState(epoch=3, step=42, best_fitness=0.25, best_epoch=2, rng=rng_state())
+    draws = (torch.rand(4), np.random.rand(3), random.random())
+    save_checkpoint(build(yolo_nas_tiny(), class_names=["a"]), tmp_path / "last.pt", **state.to_checkpoint())
+    back = ResumeState.from_checkpoint(read_checkpoint(tmp_path / "last.pt"))
+    assert dataclasses.replace(back, rng=None) == dataclasses.replace(state, rng=None)
+    torch.manual_seed(7)
+    set_rng_state(back.rng)
+    again = (torch.rand(4), np.random.rand(3), random.random())
+    assert torch.equal(again[0], draws[0]) and np.array_equal(again[1], draws[1]) and again[2] == draws[2]
+
+    older = {"epoch": 3, "step": 42, "rng": None}
+    assert ResumeState.from_checkpoint(older) == ResumeState(epoch=3, step=42)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from yolonas.eval.validate import validate
 from yolonas.train import TrainConfig, Trainer, apply_overrides, load_recipe, recipe_names, train
 from yolonas.train.ema import ModelEMA
 from yolonas.train.optim import build_optimizer, build_scheduler
-from yolonas.train.trainer import CSV_COLUMNS
+from yolonas.train.trainer import CSV_COLUMNS, run_folder
 from yolonas.weights import load, read_checkpoint, save_checkpoint
 
 
@@ -140,6 +141,24 @@ def test_run_folder_and_checkpoints(shapes, tmp_path):
     best = load(run / "weights" / "best.pt")  # self-describing: nothing else needed
     assert best.class_names == ["circle", "rectangle", "triangle"] and best.preprocessing.image_size == (128, 128)
     assert train(cfg).run_dir == tmp_path / "exp2"  # a second run does not overwrite the first
+
+
+def test_run_folder_takes_the_next_free_name(tmp_path):
+    assert run_folder(tmp_path, "a") == tmp_path / "a" and run_folder(tmp_path) == tmp_path / "exp"
+    for name in ("a", "exp", "exp2"):
+        (tmp_path / name).mkdir()
+    assert run_folder(tmp_path, "a") == tmp_path / "a2" and run_folder(tmp_path, "a", exist_ok=True) == tmp_path / "a"
+    assert run_folder(tmp_path) == tmp_path / "exp3"
+
+
+def test_cpu_estimate_suggests_the_cpu_recipe_only_where_it_is_faster():
+    said = []
+    for recipe, imgsz in (("scratch_small_data", 640), ("cpu_s320", 320)):
+        cfg = apply_overrides(load_recipe(recipe), {"imgsz": imgsz})
+        fake = SimpleNamespace(device=torch.device("cpu"), loader=[None] * 10, cfg=cfg, log=said.append)
+        Trainer._estimate(fake, 2.0, 0)
+    assert "20 s per epoch" in said[0] and said[0].endswith("a GPU, a smaller --imgsz or the cpu_s320 recipe is faster")
+    assert said[1].endswith("a GPU or a smaller --imgsz is faster") and "cpu_s320" not in said[1]
 
 
 def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(shapes, tmp_path):

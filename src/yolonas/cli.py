@@ -92,13 +92,9 @@ def _emit_json(result: dict, target: str | None) -> None:
 
 def run_dir(task: str, name: str | None) -> Path:
     """runs/<task>/<name>, or the next free runs/<task>/expN when no name is given."""
-    root = Path("runs") / task
-    if name is None:
-        n = 1
-        while (root / (f"exp{n}" if n > 1 else "exp")).exists():
-            n += 1
-        name = f"exp{n}" if n > 1 else "exp"
-    path = root / name
+    from yolonas.train.trainer import run_folder  # noqa: PLC0415 - keep `yolonas --help` fast
+
+    path = run_folder(Path("runs") / task, name, exist_ok=name is not None)
     if not path.exists():
         _CREATED.append(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -219,6 +215,9 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train (or fine-tune, or resume) a detector; the run lands in runs/train/<name>/."""
+    # The run's description, estimate and per-epoch lines are its progress: shown unless -q.
+    shown = logging.getLogger("yolonas").level <= logging.WARNING
+    logging.getLogger("yolonas.train").setLevel(logging.INFO if shown else logging.NOTSET)
     overrides = {"data": data, "images": images, "model": model, "epochs": epochs, "lr": lr, "batch": batch,
                  "imgsz": imgsz, "workers": workers, "pretrained": pretrained, "device": device, "seed": seed,
                  "name": name}

@@ -6,12 +6,15 @@ sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; `init_distribute
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: 
         return model
     if sync_bn:
         if device.type != "cuda":
-            print("yolonas: SyncBatchNorm needs CUDA; training on CPU with per-process BatchNorm")
+            log.warning("SyncBatchNorm needs CUDA; training on CPU with per-process BatchNorm")
         else:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
@@ -84,13 +87,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """The mean of `value` over all ranks (for logging losses)."""
-    if not info.enabled:
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` over the processes of the job (a copy); `value` itself outside DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
         return value
     value = value.clone()
-    dist.all_reduce(value)
-    return value / info.world_size
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / dist.get_world_size()
 
 
 def cleanup(info: DistInfo) -> None:

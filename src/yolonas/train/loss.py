@@ -11,6 +11,7 @@ from torch import Tensor
 from yolonas.arch.head import HeadOutput, dfl_expectation, distances_to_boxes
 from yolonas.data.loader import pad_targets
 from yolonas.train.assigners import Assignment, ATSSAssigner, TaskAlignedAssigner
+from yolonas.train.distributed import all_reduce_mean
 
 
 def varifocal_loss(logits: Tensor, score: Tensor, label: Tensor, alpha: float = 0.75, gamma: float = 2.0,
@@ -92,15 +93,6 @@ def distribution_focal_loss(pred_dist: Tensor, target: Tensor) -> Tensor:
     return loss.mean(-1)
 
 
-def _distributed_mean(x: Tensor) -> Tensor:
-    """The mean of x over DDP processes (x itself outside DDP)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        x = x.clone()
-        torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.SUM)
-        x = x / torch.distributed.get_world_size()
-    return x
-
-
 @dataclass
 class PPYoloELoss:
     """super-gradients' PPYoloELoss: (1.0 * cls + 2.5 * GIoU + 0.5 * DFL) / sum of assigned scores.
@@ -167,7 +159,7 @@ class PPYoloELoss:
         else:
             loss_cls = focal_loss(logits, a.scores, alpha=0.25 if epoch < self.atss_warmup_epochs else -1.0,
                                   keep=keep)
-        norm = _distributed_mean(a.scores.sum()).clamp(min=1.0)
+        norm = all_reduce_mean(a.scores.sum()).clamp(min=1.0)
 
         # Box losses over every anchor, weighted by the assigned score and zeroed off the positives: boolean
         # indexing would give them a data-dependent shape, which costs a device synchronisation per step.

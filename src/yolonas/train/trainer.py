@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -29,7 +30,7 @@ from yolonas.errors import CheckpointError, InputError
 from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
-from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig
+from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig, load_recipe
 from yolonas.train.distill import KD_KEYS, Distiller
 from yolonas.train.distributed import (
     DistInfo,
@@ -50,6 +51,9 @@ CSV_COLUMNS = ("epoch", "lr", "loss_cls", "loss_iou", "loss_dfl", "loss", "AP", 
                "time")
 LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl", "loss")
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+CPU_RECIPE = "cpu_s320"  # the recipe the CPU estimate suggests when it would train at a smaller size
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,7 +74,17 @@ ESTIMATE_AFTER_STEPS = 3  # the CPU time estimate is taken over these steps, aft
 # ------------------------------------------------------------------------------------------------ building
 
 
-def build_model(cfg: ModelConfig, class_names: list[str], log: Callable[[str], None] = print) -> YoloNAS:
+def run_folder(root: str | Path, name: str | None = None, exist_ok: bool = False) -> Path:
+    """Where a run writes (not made here): root/name; when that exists and not `exist_ok`, the first free of
+    name2, name3, ...; without a name, the first free of exp, exp2, ..."""
+    base = Path(root) / (name or "exp")
+    path, n = base, 2
+    while path.exists() and not exist_ok:
+        path, n = base.with_name(f"{base.name}{n}"), n + 1
+    return path
+
+
+def build_model(cfg: ModelConfig, class_names: list[str], log: Callable[[str], None] = logger.info) -> YoloNAS:
     """The model to train for `class_names`: a spec from scratch, or loaded weights with the classes adapted."""
     name = cfg.name
     if name in BUILTIN and cfg.pretrained is None:
@@ -177,6 +191,27 @@ def channels_last(model: nn.Module, device: torch.device) -> torch.memory_format
     return torch.contiguous_format
 
 
+@dataclass
+class ResumeState:
+    """Where a run stands: what last.pt records so that a resumed run continues exactly (under the same keys as
+    always, so older last.pt files load)."""
+
+    epoch: int = 0  # epochs completed (and saved)
+    step: int = 0  # optimizer steps taken
+    best_fitness: float = -1.0  # the run.best_metric of best.pt
+    best_epoch: int = 0  # 1-based epoch of best.pt (0: never validated)
+    rng: dict | None = None  # the RNG states to continue from (rng_state()); captured at each save
+
+    def to_checkpoint(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "best_fitness": self.best_fitness,
+                "best_epoch": self.best_epoch, "rng": self.rng}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> ResumeState:
+        return cls(epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), best_fitness=float(ckpt.get("best_fitness", -1.0)),
+                   best_epoch=int(ckpt.get("best_epoch", 0)), rng=ckpt.get("rng"))
+
+
 class Trainer:
     """One training run. `Trainer(cfg)` sets everything up (data, model, optimizer, resume); `fit()` trains.
 
@@ -188,98 +223,28 @@ class Trainer:
                  model: YoloNAS | None = None):
         self.on_epoch_end = on_epoch_end
         self.dist: DistInfo = dist_info_from_env()
-        resume_path = self._resume_path(cfg)
-        ckpt = None
-        if resume_path is not None:
-            ckpt = read_checkpoint(resume_path)
-            if "optimizer" not in ckpt or "config" not in ckpt:
-                raise CheckpointError(f"{resume_path}: not a last.pt written by training (no optimizer state); "
-                                      f"to start from its weights use --model {resume_path}")
-            cfg = self._resumed_config(cfg, ckpt)
-        if cfg.run.best_metric not in STAT_NAMES:  # checked now, not after the first epoch has trained
-            raise InputError(f"run.best_metric {cfg.run.best_metric!r} is not one of {', '.join(STAT_NAMES)}")
-        self.cfg = cfg
-        self.device = device_for_rank(cfg.run.device, self.dist)
+        self.resume_path = self._resume_path(cfg)
+        ckpt = self._read_resumed(self.resume_path) if self.resume_path is not None else None
+        self.cfg = self._resumed_config(cfg, ckpt) if ckpt is not None else cfg
+        if self.cfg.run.best_metric not in STAT_NAMES:  # checked now, not after the first epoch has trained
+            raise InputError(f"run.best_metric {self.cfg.run.best_metric!r} is not one of {', '.join(STAT_NAMES)}")
+        self.device = device_for_rank(self.cfg.run.device, self.dist)
         init_distributed(self.device)
-        seed_everything(cfg.run.seed, cfg.run.deterministic)
+        seed_everything(self.cfg.run.seed, self.cfg.run.deterministic)
+        self._open_data()
+        self._build_model(model, ckpt)
+        self._build_loss()
+        self._build_loader()
+        self._build_optimizer()
+        self._restore(ckpt)
+        self._open_run()
 
-        if not cfg.data.path:
-            raise InputError("no training data given: set data.path (--data) to a data.yaml, COCO JSON or folder")
-        splits = open_splits(cfg.data.path, (cfg.data.train_split, cfg.data.val_split), cfg.data.images,
-                             cfg.data.cache, quiet=not self.dist.is_main)
-        self.train_data, self.val_data = splits[cfg.data.train_split], splits[cfg.data.val_split]
-        class_names = list(self.train_data.class_names)
-        if model is not None:  # a ready model, e.g. QAT's fake-quant one; cfg.model is not used
-            if list(model.class_names) != class_names:
-                raise InputError(f"the model's classes {list(model.class_names)} are not {cfg.data.path}'s "
-                                 f"{class_names}")
-            self.model = model.train()
-            if ckpt is not None:  # resuming a run that started from a ready model: same modules, saved weights
-                load_state_strict(self.model, ckpt["state_dict"], str(resume_path))
-        elif ckpt is not None:
-            self.model = build(ArchSpec.from_dict(ckpt["spec"]), class_names=ckpt["class_names"])
-            if list(ckpt["class_names"]) != class_names:
-                raise CheckpointError(f"{resume_path}: trained on other classes than {cfg.data.path}")
-            load_state_strict(self.model, ckpt["state_dict"], str(resume_path))
-        else:
-            self.model = build_model(cfg.model, class_names, self.log)
-        self.model.preprocessing = training_preprocessing(cfg.data.image_size)
-        freeze_unused(self.model)
-        self.model.to(self.device)
-        self.memory_format = torch.contiguous_format
-        if cfg.run.channels_last:
-            self.memory_format = channels_last(self.model, self.device)
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken, over the whole run (resumed ones included)."""
+        return self.state.step
 
-        self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.threshold) if cfg.ema.enabled else None
-        self.net = wrap_model(self.model, self.dist, self.device, cfg.run.sync_bn)  # what the loop calls
-        self.criterion = PPYoloELoss(
-            num_classes=len(class_names), reg_max=self.model.spec.head.reg_max, use_varifocal=cfg.loss.use_varifocal,
-            iou_weight=cfg.loss.iou_weight, cls_weight=cfg.loss.cls_weight, dfl_weight=cfg.loss.dfl_weight,
-            atss_warmup_epochs=cfg.loss.atss_warmup_epochs)
-        # After the EMA copy, so the EMA model carries none of the distiller's neck hooks.
-        self.distiller = (Distiller(cfg.distill, self.model, class_names, self.device, self.memory_format)
-                          if cfg.distill.teacher else None)
-        self.loss_keys = LOSS_KEYS + (KD_KEYS if self.distiller else ())
-        self.csv_columns = CSV_COLUMNS[:6] + (KD_KEYS if self.distiller else ()) + CSV_COLUMNS[6:]
-
-        keep_crowd = cfg.data.ignore_crowd
-        self.transforms = build_transforms(cfg.augmentation, self.train_data, cfg.data.image_size, keep_crowd,
-                                           processes=self.dist.world_size)
-        self.train_set = TrainDataset(self.train_data, self.transforms, seed=cfg.run.seed, keep_crowd=keep_crowd)
-        # A sampler on every path, also for one process: its permutation depends only on (seed, epoch), so a
-        # resumed run sees the same batches as an uninterrupted one.
-        sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                     shuffle=True, seed=cfg.run.seed)
-        per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
-        self.loader = make_loader(self.train_set, batch_size=cfg.data.batch_size, shuffle=False,
-                                  workers=cfg.data.workers, seed=cfg.run.seed, sampler=sampler,
-                                  drop_last=per_rank > cfg.data.batch_size, pin_memory=self.device.type == "cuda")
-
-        self.optimizer = build_optimizer(self.model, cfg.optimizer)
-        if self.distiller is not None and len(self.distiller.loss.align):
-            # The align convs learn with the student (same lr schedule) but are saved only in last.pt, for resume.
-            self.optimizer.add_param_group({"params": list(self.distiller.loss.parameters()),
-                                            "weight_decay": cfg.optimizer.weight_decay, "name": "distill_align"})
-        self.grads = FlatGrads([p for group in self.optimizer.param_groups for p in group["params"]])
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer.lr, len(self.loader))
-        self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-        self.start_epoch, self.step = 0, 0
-        self.best_fitness, self.best_epoch = -1.0, 0
-        self.skipped_steps = torch.zeros((), device=self.device)  # counted on the device, read after the run
-        self.metrics: dict = {}
-        self.rng_to_restore = None
-        if ckpt is not None:
-            self._load_training_state(ckpt)
-        self.saved_epoch = self.start_epoch  # the epoch last.pt holds
-        self.run_dir = self._make_run_dir(resume_path) if self.dist.is_main else None
-        self.weights_dir = self.run_dir / "weights" if self.run_dir else None
-        self.tb = self._tensorboard()
-        if self.dist.is_main:
-            self._describe(resume_path)
-
-    # -------------------------------------------------------------------------------------------- set-up parts
+    # -------------------------------------------------------------------------------------------- set-up steps
 
     @staticmethod
     def _resume_path(cfg: TrainConfig) -> Path | None:
@@ -296,12 +261,103 @@ class Trainer:
         return path
 
     @staticmethod
+    def _read_resumed(path: Path) -> dict:
+        ckpt = read_checkpoint(path)
+        if "optimizer" not in ckpt or "config" not in ckpt:
+            raise CheckpointError(f"{path}: not a last.pt written by training (no optimizer state); "
+                                  f"to start from its weights use --model {path}")
+        return ckpt
+
+    @staticmethod
     def _resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
         """The checkpoint's config, so the run continues as it started; only where and how verbosely may change."""
         saved = TrainConfig.from_dict(ckpt["config"], "checkpoint config")
         run = dataclasses.replace(saved.run, device=cfg.run.device, verbose=cfg.run.verbose, resume=cfg.run.resume)
         data = dataclasses.replace(saved.data, workers=cfg.data.workers)
         return dataclasses.replace(saved, run=run, data=data)
+
+    def _open_data(self) -> None:
+        """The training and validation data sets: one object when both splits name the same images."""
+        data = self.cfg.data
+        if not data.path:
+            raise InputError("no training data given: set data.path (--data) to a data.yaml, COCO JSON or folder")
+        # DDP ranks other than 0 open quietly: rank 0 already reports the label check.
+        splits = open_splits(data.path, (data.train_split, data.val_split), data.images, data.cache,
+                             quiet=not self.dist.is_main)
+        self.train_data, self.val_data = splits[data.train_split], splits[data.val_split]
+
+    def _build_model(self, model: YoloNAS | None, ckpt: dict | None) -> None:
+        """The network on its device and in its memory layout; its EMA copy; `net`, what the loop calls (DDP)."""
+        cfg = self.cfg
+        self.model = self._network(model, ckpt)
+        self.model.preprocessing = training_preprocessing(cfg.data.image_size)
+        freeze_unused(self.model)
+        self.model.to(self.device)
+        self.memory_format = torch.contiguous_format
+        if cfg.run.channels_last:
+            self.memory_format = channels_last(self.model, self.device)
+        self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.threshold) if cfg.ema.enabled else None
+        self.net = wrap_model(self.model, self.dist, self.device, cfg.run.sync_bn)
+
+    def _network(self, model: YoloNAS | None, ckpt: dict | None) -> YoloNAS:
+        """The model given (e.g. QAT's fake-quant one; cfg.model is not used), the resumed run's, or cfg.model's;
+        when resuming, with the saved weights."""
+        class_names = list(self.train_data.class_names)
+        if model is not None:
+            if list(model.class_names) != class_names:
+                raise InputError(f"the model's classes {list(model.class_names)} are not {self.cfg.data.path}'s "
+                                 f"{class_names}")
+            model = model.train()
+        elif ckpt is not None:
+            model = build(ArchSpec.from_dict(ckpt["spec"]), class_names=ckpt["class_names"])
+            if list(ckpt["class_names"]) != class_names:
+                raise CheckpointError(f"{self.resume_path}: trained on other classes than {self.cfg.data.path}")
+        else:
+            return build_model(self.cfg.model, class_names, self.log)
+        if ckpt is not None:
+            load_state_strict(model, ckpt["state_dict"], str(self.resume_path))
+        return model
+
+    def _build_loss(self) -> None:
+        """The detection loss, the distiller when a teacher is set, and the loss columns they log."""
+        cfg, class_names = self.cfg, list(self.train_data.class_names)
+        self.criterion = PPYoloELoss(
+            num_classes=len(class_names), reg_max=self.model.spec.head.reg_max, use_varifocal=cfg.loss.use_varifocal,
+            iou_weight=cfg.loss.iou_weight, cls_weight=cfg.loss.cls_weight, dfl_weight=cfg.loss.dfl_weight,
+            atss_warmup_epochs=cfg.loss.atss_warmup_epochs)
+        # After the EMA copy, so the EMA model carries none of the distiller's neck hooks.
+        self.distiller = (Distiller(cfg.distill, self.model, class_names, self.device, self.memory_format)
+                          if cfg.distill.teacher else None)
+        kd_keys = KD_KEYS if self.distiller else ()
+        self.loss_keys = LOSS_KEYS + kd_keys
+        self.csv_columns = CSV_COLUMNS[:6] + kd_keys + CSV_COLUMNS[6:]
+
+    def _build_loader(self) -> None:
+        """The training transforms and loader. Its sampler, also for one process, permutes by (seed, epoch) only,
+        so a resumed run sees the same batches as an uninterrupted one."""
+        data, seed, world = self.cfg.data, self.cfg.run.seed, self.dist.world_size
+        self.transforms = build_transforms(self.cfg.augmentation, self.train_data, data.image_size, data.ignore_crowd,
+                                           processes=world)
+        self.train_set = TrainDataset(self.train_data, self.transforms, seed=seed, keep_crowd=data.ignore_crowd)
+        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=self.dist.rank, shuffle=True, seed=seed)
+        per_rank = math.ceil(len(self.train_set) / world)
+        self.loader = make_loader(self.train_set, batch_size=data.batch_size, shuffle=False, workers=data.workers,
+                                  seed=seed, sampler=sampler, drop_last=per_rank > data.batch_size,
+                                  pin_memory=self.device.type == "cuda")
+
+    def _build_optimizer(self) -> None:
+        """The optimizer over flat gradients, its learning-rate schedule, AMP and the fp16 gradient scaler."""
+        cfg = self.cfg
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        if self.distiller is not None and len(self.distiller.loss.align):
+            # The align convs learn with the student (same lr schedule) but are saved only in last.pt, for resume.
+            self.optimizer.add_param_group({"params": list(self.distiller.loss.parameters()),
+                                            "weight_decay": cfg.optimizer.weight_decay, "name": "distill_align"})
+        self.grads = FlatGrads([p for group in self.optimizer.param_groups for p in group["params"]])
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer.lr, len(self.loader))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.skipped_steps = torch.zeros((), device=self.device)  # counted on the device, read after the run
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cfg.run.amp:
@@ -310,8 +366,8 @@ class Trainer:
             if self.cfg.run.amp_dtype != "bf16":
                 return None
             if not torch.cpu._is_avx512_bf16_supported():
-                print("yolonas: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX), where it runs "
-                      "slower than fp32: training in fp32", file=sys.stderr)
+                logger.warning("bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX), where it runs "
+                               "slower than fp32: training in fp32")
                 return None
             return torch.bfloat16
         if self.device.type != "cuda":
@@ -320,7 +376,13 @@ class Trainer:
             return torch.bfloat16
         return torch.float16
 
-    def _load_training_state(self, ckpt: dict) -> None:
+    def _restore(self, ckpt: dict | None) -> None:
+        """Where the run stands: at the start, or where last.pt left it (its weights came with the model)."""
+        self.state = ResumeState() if ckpt is None else ResumeState.from_checkpoint(ckpt)
+        self.start_epoch = self.state.epoch
+        self.metrics: dict = {}
+        if ckpt is None:
+            return
         if self.distiller is not None and ckpt.get("distill_state_dict"):
             self.distiller.loss.load_state_dict(ckpt["distill_state_dict"])
         if self.ema is not None and ckpt.get("ema_state_dict") is not None:
@@ -329,18 +391,22 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.best_fitness, self.best_epoch = float(ckpt.get("best_fitness", -1.0)), int(ckpt.get("best_epoch", 0))
-        self.rng_to_restore = ckpt.get("rng")
 
-    def _make_run_dir(self, resume_path: Path | None) -> Path:
-        if resume_path is not None:
-            run_dir = resume_path.parent.parent if resume_path.parent.name == "weights" else resume_path.parent
+    def _open_run(self) -> None:
+        """The run folder (rank 0 only), TensorBoard when installed, and the lines that describe the run."""
+        self.run_dir = self._make_run_dir() if self.dist.is_main else None
+        self.weights_dir = self.run_dir / "weights" if self.run_dir else None
+        self.tb = self._tensorboard()
+        if self.dist.is_main:
+            self._describe()
+
+    def _make_run_dir(self) -> Path:
+        """The resumed run's folder, or a new one; with config.yaml and results.csv cut back to the resumed epoch."""
+        if self.resume_path is not None:
+            parent = self.resume_path.parent
+            run_dir = parent.parent if parent.name == "weights" else parent
         else:
-            base = Path(self.cfg.run.project) / self.cfg.run.name
-            run_dir, n = base, 2
-            while run_dir.exists() and not self.cfg.run.exist_ok:
-                run_dir, n = base.with_name(f"{base.name}{n}"), n + 1
+            run_dir = run_folder(self.cfg.run.project, self.cfg.run.name, self.cfg.run.exist_ok)
         (run_dir / "weights").mkdir(parents=True, exist_ok=True)
         self.cfg.to_yaml(run_dir / "config.yaml")
         self._trim_csv(run_dir / "results.csv", self.start_epoch, self.csv_columns)
@@ -367,7 +433,7 @@ class Trainer:
             return None
         return SummaryWriter(str(self.run_dir))
 
-    def _describe(self, resume_path: Path | None) -> None:
+    def _describe(self) -> None:
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
@@ -383,24 +449,24 @@ class Trainer:
             self.log(f"distilling from {d.teacher} ({t.spec.name}, {sum(p.numel() for p in t.parameters()) / 1e6:.2f}"
                      f" M parameters): cls {d.cls_weight:g} (T {d.cls_temperature:g}), box {d.box_weight:g} "
                      f"(T {d.box_temperature:g}), feat {d.feat_weight:g}; weight decays to {d.final_weight_ratio:g}")
-        if resume_path is not None:
+        if self.resume_path is not None:
             done = self.start_epoch >= cfg.schedule.epochs
-            self.log(f"{resume_path} already finished its {cfg.schedule.epochs} epochs: nothing to resume" if done
-                     else f"resuming {resume_path} after epoch {self.start_epoch}")
+            self.log(f"{self.resume_path} already finished its {cfg.schedule.epochs} epochs: nothing to resume" if done
+                     else f"resuming {self.resume_path} after epoch {self.start_epoch}")
         self.log(f"results: {self.run_dir}")
 
     def log(self, message: str) -> None:
+        """A progress message (rank 0, when run.verbose), logged at INFO."""
         if self.dist.is_main and self.cfg.run.verbose:
-            print(message, flush=True)
+            logger.info(message)
 
     # -------------------------------------------------------------------------------------------- the loop
 
     def fit(self) -> TrainResult:
         """Train from `start_epoch` to `schedule.epochs`, validating and checkpointing; return where it all went."""
         cfg = self.cfg
-        if self.rng_to_restore is not None:
-            set_rng_state(self.rng_to_restore)
-            self.rng_to_restore = None
+        if self.state.rng is not None:  # resumed: continue the random streams where last.pt left them
+            set_rng_state(self.state.rng)
         for epoch in range(self.start_epoch, cfg.schedule.epochs):
             try:
                 self.run_epoch(epoch)
@@ -409,11 +475,11 @@ class Trainer:
                 raise
         if self.tb is not None:
             self.tb.close()
-        if self.skipped_steps.item():
-            self.log(f"warning: {int(self.skipped_steps.item())} optimizer steps skipped for non-finite gradients")
+        if self.skipped_steps.item() and self.dist.is_main:
+            logger.warning(f"{int(self.skipped_steps.item())} optimizer steps skipped for non-finite gradients")
         w = self.weights_dir
         return TrainResult(self.run_dir, w / "best.pt" if w else None, w / "last.pt" if w else None,
-                           cfg.schedule.epochs, self.best_epoch, self.best_fitness, self.metrics)
+                           cfg.schedule.epochs, self.state.best_epoch, self.state.best_fitness, self.metrics)
 
     def run_epoch(self, epoch: int) -> None:
         """Train one epoch, validate when due, log and checkpoint it."""
@@ -434,12 +500,12 @@ class Trainer:
             return
         last = self.weights_dir / "last.pt" if self.weights_dir else None
         if last is None or not last.is_file():
-            print(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}, before any checkpoint: "
-                  f"nothing to resume; {self.run_dir} holds the run so far", file=sys.stderr, flush=True)
+            logger.warning(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}, before any "
+                           f"checkpoint: nothing to resume; {self.run_dir} holds the run so far")
             return
-        print(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}; {last} holds epoch "
-              f"{self.saved_epoch} (best so far: epoch {self.best_epoch}). Resume with:\n"
-              f"  yolonas train --resume {last}", file=sys.stderr, flush=True)
+        logger.warning(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}; {last} holds epoch "
+                       f"{self.state.epoch} (best so far: epoch {self.state.best_epoch}). Resume with:\n"
+                       f"  yolonas train --resume {last}")
 
     def set_epoch(self, epoch: int) -> None:
         """Everything epoch-dependent in the data: the sampler's permutation, per-item RNG, mosaic closing."""
@@ -468,7 +534,7 @@ class Trainer:
                     started = time.perf_counter()  # after the first step: loader start-up is not per step
                 elif steps == ESTIMATE_AFTER_STEPS + 1 and epoch == self.start_epoch:
                     self._estimate((time.perf_counter() - started) / ESTIMATE_AFTER_STEPS, epoch)
-        mean = all_reduce_mean(sums / max(steps, 1), self.dist)
+        mean = all_reduce_mean(sums / max(steps, 1))
         return dict(zip(self.loss_keys, mean.tolist()))
 
     def _estimate(self, step_s: float, epoch: int) -> None:
@@ -477,8 +543,11 @@ class Trainer:
             return
         epoch_s = step_s * len(self.loader)
         left = self.cfg.schedule.epochs - epoch
+        faster = ["a GPU", "a smaller --imgsz"]
+        if self.cfg.data.image_size > load_recipe(CPU_RECIPE).data.image_size:  # else it would not be faster
+            faster.append(f"the {CPU_RECIPE} recipe")
         self.log(f"estimate: about {epoch_s:.0f} s per epoch on this CPU, {epoch_s * left / 60:.0f} min for the "
-                 f"{left} epoch(s) to go (plus validation); a GPU, a smaller --imgsz or the cpu_s320 recipe is faster")
+                 f"{left} epoch(s) to go (plus validation); {', '.join(faster[:-1])} or {faster[-1]} is faster")
 
     def train_step(self, batch: dict, epoch: int) -> torch.Tensor:
         """One optimizer step on a loader batch (its uint8 images and padded ground truth, see data.loader.collate);
@@ -498,7 +567,7 @@ class Trainer:
         loss, parts = self.criterion.from_padded(out, gt_labels, gt_boxes, gt_mask, epoch, ignored)
         if self.distiller is not None:
             total = max(1, self.cfg.schedule.epochs * len(self.loader))
-            kd, kd_parts = self.distiller(out, teacher_out, self.step / total)
+            kd, kd_parts = self.distiller(out, teacher_out, self.state.step / total)
             loss = loss + kd
             parts = {**parts, **kd_parts, "loss": loss.detach()}
         self.scaler.scale(loss).backward()
@@ -510,7 +579,7 @@ class Trainer:
         self.optimizer_step()
         self.grads.zero_()
         self.scheduler.step()
-        self.step += 1
+        self.state.step += 1
         if self.ema is not None:
             self.ema.update(self.model)
         return torch.stack([parts[k] for k in self.loss_keys])
@@ -559,23 +628,12 @@ class Trainer:
 
     def end_epoch(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict, seconds: float) -> None:
         """Log, pick best, write checkpoints (rank 0), keep ranks together; `lr` is the epoch's first."""
+        self.state.epoch = epoch + 1
         if self.dist.is_main:
             row = {"epoch": epoch + 1, "lr": lr, **losses, **{k: metrics.get(k, "") for k in METRIC_KEYS},
                    "time": round(seconds, 2)}
-            self._write_csv(row)
-            if self.tb is not None:
-                for k, v in row.items():
-                    if k != "epoch" and v != "":
-                        group = "train" if k in self.loss_keys else "val"
-                        self.tb.add_scalar(k if k in ("lr", "time") else f"{group}/{k}", v, epoch + 1)
-            improved = False
-            if metrics:
-                self.metrics = metrics
-                fitness = float(metrics[self.cfg.run.best_metric])
-                improved = fitness > self.best_fitness
-                if improved:
-                    self.best_fitness, self.best_epoch = fitness, epoch + 1
-            self._save(epoch, improved)
+            self._record(row)
+            self._save(best=self._keep_best(metrics))
             summary = " ".join(f"{k.removeprefix('loss_')} {losses[k]:.3f}" for k in self.loss_keys)
             if metrics:
                 summary += " | " + " ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50"))
@@ -584,7 +642,19 @@ class Trainer:
                 plot_training_curves(self.run_dir / "results.csv", self.run_dir / "results.png")
         barrier(self.dist)
 
-    def _write_csv(self, row: dict) -> None:
+    def _keep_best(self, metrics: dict) -> bool:
+        """Whether this epoch's metrics (none when it did not validate) beat the best so far; notes them if so."""
+        if not metrics:
+            return False
+        self.metrics = metrics
+        fitness = float(metrics[self.cfg.run.best_metric])
+        if fitness <= self.state.best_fitness:
+            return False
+        self.state.best_fitness, self.state.best_epoch = fitness, self.state.epoch
+        return True
+
+    def _record(self, row: dict) -> None:
+        """Append the epoch's row to results.csv and TensorBoard."""
         path = self.run_dir / "results.csv"
         new = not path.is_file()
         with open(path, "a", newline="") as f:
@@ -592,18 +662,24 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and v != "":
+                    group = "train" if k in self.loss_keys else "val"
+                    self.tb.add_scalar(k if k in ("lr", "time") else f"{group}/{k}", v, row["epoch"])
 
-    def _save(self, epoch: int, best: bool) -> None:
-        cfg = self.cfg
-        self.saved_epoch = epoch + 1
-        common = {"epoch": epoch + 1, "metrics": self.metrics, "config": cfg.to_dict(),
-                  "best_fitness": self.best_fitness, "best_epoch": self.best_epoch}
+    def _save(self, best: bool) -> None:
+        """last.pt: everything a resume needs; best.pt too when this epoch is the best so far."""
+        self.state.rng = rng_state()
+        state = self.state.to_checkpoint()
+        common = {"epoch": state["epoch"], "metrics": self.metrics, "config": self.cfg.to_dict(),
+                  "best_fitness": state["best_fitness"], "best_epoch": state["best_epoch"]}
         save_checkpoint(
-            self.model, self.weights_dir / "last.pt", **common, step=self.step,
+            self.model, self.weights_dir / "last.pt", **common, step=state["step"], rng=state["rng"],
             ema_state_dict=self.ema.state_dict() if self.ema is not None else None,
             ema_updates=self.ema.updates if self.ema is not None else 0,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), rng=rng_state(),
+            scaler=self.scaler.state_dict(),
             distill_state_dict=self.distiller.loss.state_dict() if self.distiller is not None else None)
         if best:
             save_checkpoint(self.eval_model, self.weights_dir / "best.pt", **common)
