@@ -29,9 +29,9 @@ from torch import nn
 
 import yolonas
 from _common import RESULTS, machine
-from yolonas.arch.model import Preprocessing
 from yolonas.deploy.timing import time_blocks
 from yolonas.infer import TorchBackend
+from yolonas.preprocess import Preprocessing
 
 TREATMENTS = ("eager", "channels_last", "compile", "cuda_graphs")
 RUNS = {1: 40, 8: 20, 16: 12, 32: 8, 64: 5}

@@ -24,8 +24,9 @@ from yolonas.data import (
     training_transforms,
 )
 from yolonas.data.loader import FittedImages, cache_budget, keep_freed_memory, memory_available
-from yolonas.data.transforms import Mosaic, fit_size
+from yolonas.data.transforms import Mosaic
 from yolonas.errors import DataError
+from yolonas.preprocess import fit_size
 
 
 @pytest.fixture(scope="module")

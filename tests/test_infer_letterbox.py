@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing
+from yolonas.data.dataset import Sample
+from yolonas.data.transforms import LetterboxResize
+from yolonas.data.transforms import letterbox as training_letterbox
 from yolonas.errors import InputError
 from yolonas.infer.letterbox import (
     LetterboxInfo,
@@ -16,9 +18,9 @@ from yolonas.infer.letterbox import (
     boxes_to_original,
     letterbox,
     letterbox_batch,
-    letterbox_params,
 )
 from yolonas.infer.sources import read_image
+from yolonas.preprocess import COCO_PREPROCESSING, Preprocessing
 
 
 def _image_with_box(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -141,7 +143,8 @@ def _reference_bytes(images: list[np.ndarray], pre: Preprocessing) -> torch.Tens
     host = torch.full((len(images), *pre.image_size, 3), pre.pad_value, dtype=torch.uint8)
     buf = host.numpy()
     for i, image in enumerate(images):
-        info, new_h, new_w = letterbox_params(image.shape[0], image.shape[1], pre)
+        info = pre.geometry(image.shape[0], image.shape[1])
+        new_h, new_w = info.new_h, info.new_w
         resized = image if (new_h, new_w) == image.shape[:2] else cv2.resize(image, (new_w, new_h))
         buf[i, info.pad_y:info.pad_y + new_h, info.pad_x:info.pad_x + new_w] = resized
     return host
@@ -203,3 +206,19 @@ def test_batched_mapping_is_the_per_image_arithmetic_exactly():
             want = ((d[:, :4] - pad) / d.new_tensor([sx, sy, sx, sy])).clamp_(min=0).minimum(hi)
             assert m.dtype == dtype and torch.equal(m[:, :4], want) and torch.equal(m[:, 4:], d[:, 4:])
             assert torch.equal(boxes_to_original(d[:, :4], info), want)
+
+
+@pytest.mark.parametrize("pad", ["center", "bottom_right"])
+@pytest.mark.parametrize("longest_side", [None, 60, 100])
+def test_training_and_inference_letterbox_agree(pad, longest_side):
+    """One rule: the training transform and the Predictor place, scale and pad every image the same way."""
+    rng = np.random.default_rng(3)
+    pre = Preprocessing(image_size=(64, 96), longest_side=longest_side, pad=pad, pad_value=114)
+    for h, w in [*SIZES, (64, 96), (1, 500), (500, 1)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        want, info = letterbox(image, pre)
+        got, scale, (left, top) = training_letterbox(image, (64, 96), longest_side, pad, 114)
+        assert (left, top) == (info.pad_x, info.pad_y) and scale == info.scale_xy, (h, w)
+        assert np.array_equal(got, want), (h, w)
+        sample = Sample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 0, "x.png")
+        assert np.array_equal(LetterboxResize((64, 96), longest_side, pad)(sample).image, want), (h, w)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yolonas.arch.model import Preprocessing, build
+from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.errors import InputError
 from yolonas.infer import (
@@ -29,6 +29,7 @@ from yolonas.infer import (
     read_image,
 )
 from yolonas.infer.sources import video_properties
+from yolonas.preprocess import Preprocessing
 
 # A randomly initialised head scores every class near its 1% prior, so a low threshold gives real boxes to check.
 LOW = NMSConfig(score_threshold=0.005, max_detections=50)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from yolonas.arch.model import Preprocessing
 from yolonas.errors import InputError
 from yolonas.infer import ImageSource, Predictor, sources
+from yolonas.preprocess import Preprocessing
 
 # Long enough never to run out in a pipeline that overlaps; a serial one waits it out and fails.
 WAIT_S = 5.0

@@ -11,12 +11,13 @@ import yaml
 from typer.testing import CliRunner
 
 import yolonas
-from yolonas.arch.model import Preprocessing, build
+from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.cli import app
 from yolonas.errors import InputError
 from yolonas.infer.letterbox import letterbox_batch
 from yolonas.infer.sources import read_image
+from yolonas.preprocess import Preprocessing
 from yolonas.quant.qat import fake_quant_convs, prepare_qat, qat_config
 from yolonas.train import apply_overrides, load_recipe, train
 

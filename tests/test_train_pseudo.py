@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from yolonas.arch.head import HeadOutput, make_anchor_points
-from yolonas.arch.model import Preprocessing, build
+from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.cli import app
 from yolonas.data import load_data_yaml
@@ -19,6 +19,7 @@ from yolonas.data.loader import collate
 from yolonas.data.synthetic import make_synthetic_dataset
 from yolonas.errors import InputError
 from yolonas.infer.predictor import Predictor
+from yolonas.preprocess import Preprocessing
 from yolonas.train import PPYoloELoss, mix_data_yaml, pseudo_label
 from yolonas.train.loss import ignored_anchors
 from yolonas.train.pseudo import class_thresholds

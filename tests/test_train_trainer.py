@@ -14,13 +14,14 @@ import torch
 import yaml
 from torch import nn
 
-from yolonas.arch.model import Preprocessing, build
+from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.data.checks import BAD_CLASS, CORRUPT_IMAGE, OUTSIDE, UNPARSABLE
 from yolonas.data.coco import CocoDataset
 from yolonas.data.synthetic import make_synthetic_dataset
 from yolonas.errors import InputError
 from yolonas.eval.validate import validate
+from yolonas.preprocess import Preprocessing
 from yolonas.train import TrainConfig, Trainer, apply_overrides, load_recipe, recipe_names, train
 from yolonas.train.ema import ModelEMA
 from yolonas.train.optim import build_optimizer, build_scheduler

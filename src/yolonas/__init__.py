@@ -6,15 +6,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from yolonas.arch.model import Preprocessing, YoloNAS, build
+    from yolonas.arch.model import YoloNAS, build
     from yolonas.arch.spec import ArchSpec, yolo_nas_l, yolo_nas_m, yolo_nas_s
     from yolonas.errors import YolonasError
+    from yolonas.preprocess import Preprocessing
     from yolonas.weights import load
 
 # The public API, imported on first use (PEP 562): `import yolonas` and `yolonas --help` stay fast because torch
 # is only imported when a name that needs it is used.
 _HOMES = {
-    "Preprocessing": "yolonas.arch.model", "YoloNAS": "yolonas.arch.model", "build": "yolonas.arch.model",
+    "Preprocessing": "yolonas.preprocess", "YoloNAS": "yolonas.arch.model", "build": "yolonas.arch.model",
     "ArchSpec": "yolonas.arch.spec", "yolo_nas_s": "yolonas.arch.spec", "yolo_nas_m": "yolonas.arch.spec",
     "yolo_nas_l": "yolonas.arch.spec", "YolonasError": "yolonas.errors", "load": "yolonas.weights",
 }

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from yolonas.arch.model import COCO_PREPROCESSING, Preprocessing, YoloNAS, build
-from yolonas.arch.spec import PUBLISHED, ArchSpec
+from yolonas.arch.model import YoloNAS, build
+from yolonas.arch.spec import BUILTIN, PUBLISHED, ArchSpec
 from yolonas.errors import CheckpointError
+from yolonas.preprocess import COCO_PREPROCESSING, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +278,6 @@ def load(
         raise CheckpointError(f"{len(class_names)} class names given for num_classes={num_classes}")
     if text in PUBLISHED or text == "yolo_nas_tiny":
         if pretrained is None:
-            from yolonas.arch.spec import BUILTIN  # noqa: PLC0415 - avoid a cycle at import time
-
             if class_names is None and num_classes in (None, 80):
                 class_names = COCO_CLASSES  # the published models are COCO models, even untrained
             if class_names is not None:

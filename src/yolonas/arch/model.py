@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
@@ -14,38 +10,7 @@ from yolonas.arch.blocks import ConvBNAct, QARepVGGBlock, RepVGGBlock
 from yolonas.arch.head import DFLHeads, HeadOutput, decode_boxes
 from yolonas.arch.neck import PANNeck
 from yolonas.arch.spec import ArchSpec
-from yolonas.errors import InputError
-
-
-@dataclass
-class Preprocessing:
-    """How an image becomes model input: resize the longest side, pad to `image_size`, scale to [0, 1].
-
-    Deci's COCO weights were evaluated with longest side 636 padded to 640 at the centre.
-    """
-
-    image_size: tuple[int, int] = (640, 640)  # (height, width) of the model input
-    longest_side: int | None = None  # resize target for the longest image side; None = fit image_size
-    pad: Literal["center", "bottom_right"] = "center"
-    pad_value: int = 114
-
-    def __post_init__(self) -> None:
-        h, w = self.image_size
-        if h % 32 or w % 32 or h < 32 or w < 32:
-            raise InputError(f"input size {h}x{w} must be a positive multiple of 32 in both sides (the model "
-                             "downsamples 32x); try 320, 416, 512 or 640")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "image_size": list(self.image_size)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        d = dict(d)
-        d["image_size"] = tuple(d.get("image_size", (640, 640)))
-        return cls(**d)
-
-
-COCO_PREPROCESSING = Preprocessing(image_size=(640, 640), longest_side=636, pad="center", pad_value=114)
+from yolonas.preprocess import Preprocessing
 
 
 class YoloNAS(nn.Module):

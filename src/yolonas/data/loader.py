@@ -36,11 +36,11 @@ from yolonas.data.transforms import (
     PlanarLayout,
     RandomAffine,
     as_hw,
-    fit_size,
     resize_to_fit,
     scale_boxes,
 )
 from yolonas.errors import DataError
+from yolonas.preprocess import fit_size
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()  # per process: each undecodable file is warned about once

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from yolonas import preprocess
 from yolonas.data.dataset import Sample
+from yolonas.preprocess import PAD_VALUE, PadMode, fit_size
 
 SampleFn = Callable[[np.random.Generator], Sample]
 
@@ -24,18 +26,6 @@ def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
         return size, size
     h, w = size
     return int(h), int(w)
-
-
-def fit_size(h: int, w: int, size: tuple[int, int], longest_side: int | None = None) -> tuple[int, int, float]:
-    """(new height, new width, scale) that fit an h x w image into `size` keeping its aspect ratio.
-
-    `longest_side` resizes the longest side to that length instead, never beyond `size`. The one rule that
-    training, predict and validation all letterbox by; rounded as super-gradients rounds.
-    """
-    r = min(size[0] / h, size[1] / w)
-    if longest_side is not None:
-        r = min(r, longest_side / max(h, w))
-    return min(size[0], max(1, round(h * r))), min(size[1], max(1, round(w * r))), r
 
 
 def resize_to_fit(image: np.ndarray, size: tuple[int, int], longest_side: int | None = None
@@ -52,20 +42,15 @@ def resize_to_fit(image: np.ndarray, size: tuple[int, int], longest_side: int | 
 
 
 def letterbox(image: np.ndarray, size: int | Sequence[int], longest_side: int | None = None,
-              pad: Literal["center", "bottom_right"] = "center", pad_value: int = 114
+              pad: PadMode = "center", pad_value: int = PAD_VALUE
               ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """Resize to fit `size` (h, w) keeping the aspect ratio, then pad at the centre or bottom-right.
 
-    Same semantics as `Preprocessing`: `longest_side` (<= the size) sets the resize target, otherwise the image
-    fills the size. Returns (image, (x scale, y scale), (left, top) padding): box' = box * scale + padding.
+    `yolonas.preprocess.letterbox` in the form the transforms use: returns (image, (x scale, y scale), (left, top)
+    padding), so that box' = box * scale + padding.
     """
-    hw = as_hw(size)
-    resized, scale = resize_to_fit(image, hw, longest_side)
-    nh, nw = resized.shape[:2]
-    top, left = ((hw[0] - nh) // 2, (hw[1] - nw) // 2) if pad == "center" else (0, 0)
-    out = np.full((*hw, 3), pad_value, dtype=np.uint8)
-    out[top:top + nh, left:left + nw] = resized
-    return out, scale, (left, top)
+    out, info = preprocess.letterbox(image, as_hw(size), longest_side, pad, pad_value)
+    return out, info.scale_xy, (info.pad_x, info.pad_y)
 
 
 def scale_boxes(boxes: np.ndarray, scale: tuple[float, float], offset: tuple[float, float] = (0, 0)) -> np.ndarray:
@@ -78,7 +63,7 @@ class LetterboxResize:
     """Letterbox to the training size (longest side to fit, pad 114 at the centre or bottom-right)."""
 
     def __init__(self, size: int | Sequence[int] = 640, longest_side: int | None = None,
-                 pad: Literal["center", "bottom_right"] = "center", pad_value: int = 114):
+                 pad: PadMode = "center", pad_value: int = PAD_VALUE):
         self.size, self.longest_side, self.pad, self.pad_value = as_hw(size), longest_side, pad, pad_value
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
@@ -106,7 +91,8 @@ class Mosaic:
     next transforms see the same scale either way.
     """
 
-    def __init__(self, sample_fn: SampleFn, size: int | Sequence[int] = 640, p: float = 1.0, pad_value: int = 114):
+    def __init__(self, sample_fn: SampleFn, size: int | Sequence[int] = 640, p: float = 1.0,
+                 pad_value: int = PAD_VALUE):
         self.sample_fn, self.size, self.p, self.pad_value = sample_fn, as_hw(size), p, pad_value
 
     def fit(self, sample: Sample) -> Sample:
@@ -218,7 +204,7 @@ class RandomAffine:
     """
 
     def __init__(self, size: int | Sequence[int] = 640, degrees: float = 0.0, translate: float = 0.25,
-                 scale: tuple[float, float] = (0.5, 1.5), shear: float = 0.0, border_value: int = 114,
+                 scale: tuple[float, float] = (0.5, 1.5), shear: float = 0.0, border_value: int = PAD_VALUE,
                  wh_thr: float = 2, area_thr: float = 0.1, ar_thr: float = 20):
         self.size, self.degrees, self.translate, self.scale, self.shear = as_hw(size), degrees, translate, scale, shear
         self.border_value, self.wh_thr, self.area_thr, self.ar_thr = border_value, wh_thr, area_thr, ar_thr
@@ -293,7 +279,7 @@ def read_window(m: np.ndarray, out_hw: tuple[int, int], in_hw: tuple[int, int], 
 class MixUp:
     """With probability p, blend 0.5/0.5 with a second sample (letterboxed to this size if needed); boxes of both."""
 
-    def __init__(self, sample_fn: SampleFn, p: float = 1.0, pad_value: int = 114):
+    def __init__(self, sample_fn: SampleFn, p: float = 1.0, pad_value: int = PAD_VALUE):
         self.sample_fn, self.p, self.pad_value = sample_fn, p, pad_value
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

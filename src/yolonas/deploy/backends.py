@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolonas.arch.model import Preprocessing
 from yolonas.deploy.export import (
     META_CLASS_NAMES,
     META_INPUT,
@@ -24,6 +23,7 @@ from yolonas.deploy.export import (
 from yolonas.deploy.timing import openvino_compiled, openvino_core, openvino_precision, ort_session
 from yolonas.errors import InputError
 from yolonas.infer.postprocess import NMSConfig
+from yolonas.preprocess import Preprocessing
 
 
 def _check_path(path: str | Path, kind: str) -> Path:

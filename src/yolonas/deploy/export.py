@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolonas.arch.model import Preprocessing, YoloNAS
+from yolonas.arch.model import YoloNAS
 from yolonas.deploy.timing import openvino_precision
 from yolonas.errors import InputError
 from yolonas.infer.postprocess import NMSConfig
+from yolonas.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 

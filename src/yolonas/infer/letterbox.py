@@ -1,49 +1,15 @@
-"""Letterboxing: resize an image into the model's input size keeping its aspect ratio, and map boxes back."""
+"""Inference's letterbox: `yolonas.preprocess`'s rule on checked images, batched into a tensor; boxes mapped back."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import cv2
 import numpy as np
 import torch
 
-from yolonas.arch.model import Preprocessing
-from yolonas.data.transforms import fit_size
 from yolonas.errors import InputError
+from yolonas.preprocess import LetterboxInfo, Preprocessing, letterbox_into
 
 # The dtypes converted with numpy on the CPU: its true division rounds as torch's, so the values are the same bits.
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
-
-
-class LetterboxInfo(NamedTuple):
-    """How one image was letterboxed: input pixel = original pixel * scale + pad (per axis)."""
-
-    scale: float  # the nominal resize factor
-    pad_x: int  # left padding in input pixels
-    pad_y: int  # top padding in input pixels
-    orig_h: int
-    orig_w: int
-    new_h: int  # the resized image's size; new / orig is the exact per-axis scale after rounding
-    new_w: int
-
-    @property
-    def scale_xy(self) -> tuple[float, float]:
-        return self.new_w / self.orig_w, self.new_h / self.orig_h
-
-
-def letterbox_params(h: int, w: int, pre: Preprocessing) -> tuple[LetterboxInfo, int, int]:
-    """The scale, padding and resized (height, width) that `pre` gives an image of size h x w."""
-    out_h, out_w = pre.image_size
-    new_h, new_w, scale = fit_size(h, w, (out_h, out_w), pre.longest_side)
-    if pre.pad == "center":
-        # Integer halving puts the odd pixel at the bottom/right, as super-gradients' centre padding does.
-        pad_y, pad_x = (out_h - new_h) // 2, (out_w - new_w) // 2
-    elif pre.pad == "bottom_right":
-        pad_y, pad_x = 0, 0
-    else:
-        raise InputError(f"unknown padding mode {pre.pad!r}: use 'center' or 'bottom_right'")
-    return LetterboxInfo(scale, pad_x, pad_y, h, w, new_h, new_w), new_h, new_w
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:
@@ -57,22 +23,8 @@ def check_image(image: np.ndarray, name: str = "image") -> None:
 
 
 def _resize_into(image: np.ndarray, out: np.ndarray, pre: Preprocessing) -> LetterboxInfo:
-    """Letterbox `image` into the preallocated `out` [H, W, 3], writing all of it: the resized image and its padding."""
-    info, new_h, new_w = letterbox_params(image.shape[0], image.shape[1], pre)
-    y, x = info.pad_y, info.pad_x
-    # Only the padding strips are filled and the image is resized straight into its place: each byte written once.
-    out[:y] = pre.pad_value
-    out[y + new_h:] = pre.pad_value
-    out[y:y + new_h, :x] = pre.pad_value
-    out[y:y + new_h, x + new_w:] = pre.pad_value
-    place = out[y:y + new_h, x:x + new_w]
-    if (new_h, new_w) == image.shape[:2]:
-        place[...] = image
-    else:
-        resized = cv2.resize(image, (new_w, new_h), dst=place, interpolation=cv2.INTER_LINEAR)
-        if resized is not place:  # OpenCV wrote an array of its own instead
-            place[...] = resized
-    return info
+    """Letterbox `image` into the preallocated `out` [H, W, 3] as `pre` says, writing all of it."""
+    return letterbox_into(image, out, pre.longest_side, pre.pad, pre.pad_value)
 
 
 def letterbox(image: np.ndarray, pre: Preprocessing) -> tuple[np.ndarray, LetterboxInfo]:

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolonas.arch.model import Preprocessing
 from yolonas.errors import InputError
 from yolonas.infer.detections import Detections
 from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
 from yolonas.infer.sources import ImageSource
+from yolonas.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 

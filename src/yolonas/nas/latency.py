@@ -25,11 +25,12 @@ from torch import nn
 from yolonas.arch.backbone import Stage, Stem
 from yolonas.arch.blocks import SPP, ConvBNAct, QARepVGGBlock, RepVGGBlock
 from yolonas.arch.head import DFLHeads, decode_boxes
-from yolonas.arch.model import Preprocessing, build
+from yolonas.arch.model import build
 from yolonas.arch.neck import DownStage, UpStage
 from yolonas.arch.spec import ArchSpec, HeadSpec, NeckStageSpec, StageSpec
 from yolonas.deploy.timing import TIMING_VERSION, cpu_name, openvino_compiled, ort_runner, ort_session, time_blocks
 from yolonas.errors import InputError
+from yolonas.preprocess import Preprocessing
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
 # int8: the QDQ model `yolonas quantize` writes (ONNX backends); fp16: PyTorch on CUDA, as TorchBackend(half=True)

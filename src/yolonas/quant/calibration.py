@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolonas.arch.model import Preprocessing
 from yolonas.data.dataset import IMAGE_SUFFIXES
 from yolonas.deploy.export import META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_PREPROCESSING, META_QUANTIZATION
 from yolonas.errors import DataError, InputError
 from yolonas.infer.letterbox import letterbox_batch
 from yolonas.infer.sources import read_image
+from yolonas.preprocess import Preprocessing
 
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_PERCENTILE = 99.99

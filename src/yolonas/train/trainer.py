@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
-from yolonas.arch.model import Preprocessing, YoloNAS, build
+from yolonas.arch.model import YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
 from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
 from yolonas.data.splits import data_yaml_of, open_splits  # noqa: F401 - data_yaml_of: nas.search imports it here
@@ -30,6 +30,7 @@ from yolonas.errors import CheckpointError, InputError
 from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
+from yolonas.preprocess import Preprocessing
 from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig, load_recipe
 from yolonas.train.distill import KD_KEYS, Distiller
 from yolonas.train.distributed import (
