@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import onnx
 import optuna
@@ -33,7 +34,8 @@ from yolonas.nas import (
     spec_parts,
 )
 from yolonas.nas.latency import _export
-from yolonas.nas.search import kendall_taus
+from yolonas.nas.report import plot_front
+from yolonas.nas.search import _front, kendall_taus
 from yolonas.quant import ptq
 from yolonas.quant.ptq import int8_for_latency
 
@@ -199,6 +201,24 @@ def test_meco_is_deterministic_and_separates_sizes():
     for stage in deeper.backbone.stages:
         stage.num_blocks = 3
     assert meco(deeper, x, 3) > tiny  # more layers with decorrelated channels
+
+
+def test_front_keeps_feasible_undominated_trials_once_per_architecture(tmp_path):
+    def trial(number, spec, score, ms):
+        return SimpleNamespace(number=number, values=[score, ms],
+                               user_attrs={"spec": spec.to_dict(), "imgsz": 64, "latency_ms": ms})
+
+    deeper = yolo_nas_tiny()
+    deeper.backbone.stages[0].num_blocks = 2
+    trials = [trial(0, yolo_nas_tiny(), 1.0, 5.0), trial(1, deeper, 2.0, 8.0), trial(2, yolo_nas_tiny(), 1.0, 5.0),
+              trial(3, deeper, 1.5, 9.0), trial(4, yolo_nas_s(), 3.0, 20.0)]
+    # The same architecture twice counts once (its first trial); a dominated trial and one over the cap are out.
+    assert [t.number for t in _front(trials, None)] == [0, 1, 4]
+    assert [t.number for t in _front(trials, 10.0)] == [0, 1]
+    assert _front(trials, 1.0) == []
+    points = [{"latency_ms": t.values[1], "score": t.values[0], "seed": None} for t in trials]
+    rows = [{"latency_ms": 5.0, "meco": 1.0, "measured_ms": 5.5}, {"latency_ms": 8.0, "meco": 2.0}]
+    assert plot_front(points, rows, tmp_path / "front.png", "meco", 10.0).stat().st_size > 1000
 
 
 def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):

@@ -54,14 +54,21 @@ class YoloNAS(nn.Module):
         """
         if self.training:
             raise RuntimeError("fuse() needs eval mode (BN statistics are frozen into the weights): call model.eval()")
-        blocks = [m for m in self.modules() if isinstance(m, (QARepVGGBlock, RepVGGBlock))]
-        for m in blocks:
-            m.fuse(partial)
-        for m in [m for m in self.modules() if isinstance(m, ConvBNAct)]:
-            m.fuse(partial)
+        self.fuse_blocks(self, partial)
         # Checkpoints record this so that a partially fused (QAT) model saves and loads like any other.
         self.fusion = "full" if not partial or getattr(self, "fusion", None) == "full" else "partial"
         return self
+
+    @staticmethod
+    @torch.no_grad()
+    def fuse_blocks(module: nn.Module, partial: bool = False) -> nn.Module:
+        """The step of `fuse` that any module takes (a part of a network too): in place, every RepVGG block
+        first, then every conv+BN pair; returns `module`."""
+        for m in [m for m in module.modules() if isinstance(m, (QARepVGGBlock, RepVGGBlock))]:
+            m.fuse(partial)
+        for m in [m for m in module.modules() if isinstance(m, ConvBNAct)]:
+            m.fuse(partial)
+        return module
 
     @property
     def is_fused(self) -> bool:

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from yolonas.arch.backbone import Stage, Stem
-from yolonas.arch.blocks import SPP, ConvBNAct, QARepVGGBlock, RepVGGBlock
+from yolonas.arch.blocks import SPP
 from yolonas.arch.head import DFLHeads, decode_boxes
-from yolonas.arch.model import build
+from yolonas.arch.model import YoloNAS, build
 from yolonas.arch.neck import DownStage, UpStage
 from yolonas.arch.spec import ArchSpec, HeadSpec, NeckStageSpec, StageSpec
 from yolonas.deploy.timing import TIMING_VERSION, cpu_name, openvino_compiled, ort_runner, ort_session, time_blocks
@@ -64,7 +64,7 @@ class Part:
                        c["classes"])
         else:
             raise InputError(f"unknown latency part kind {self.kind!r}")
-        return fuse_module(m.eval())
+        return YoloNAS.fuse_blocks(m.eval())  # the model's own fusion step, on a part
 
     def key(self, target: str) -> str:
         return json.dumps({"kind": self.kind, "config": json.loads(self.config), "shapes": self.shapes,
@@ -81,16 +81,6 @@ class _Heads(nn.Module):
 
     def forward(self, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor):
         return decode_boxes(self.heads([p3, p4, p5]), self.reg_max)
-
-
-@torch.no_grad()
-def fuse_module(module: nn.Module) -> nn.Module:
-    """Re-parameterise any module in place as `YoloNAS.fuse` does: RepVGG blocks first, then conv+BN pairs."""
-    for m in [m for m in module.modules() if isinstance(m, (QARepVGGBlock, RepVGGBlock))]:
-        m.fuse()
-    for m in [m for m in module.modules() if isinstance(m, ConvBNAct)]:
-        m.fuse()
-    return module
 
 
 def _j(**kw) -> str:

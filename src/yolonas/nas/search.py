@@ -1,24 +1,32 @@
 """Multi-objective search (accuracy estimate up, predicted latency down) with Optuna's NSGA-II, resumable from
 a SQLite study in the run folder; then the Pareto front measured end to end, optionally trained briefly, and
-written as a Markdown table, a plot and one spec YAML per member."""
+written as a Markdown table, a plot and one spec YAML per member (nas.report)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from yolonas.arch.model import Preprocessing
 from yolonas.arch.spec import ArchSpec, yolo_nas_s
 from yolonas.errors import InputError
 from yolonas.nas.latency import LatencyModel, LatencyTable, prediction_errors
+from yolonas.nas.pareto import pareto_front
 from yolonas.nas.proxies import PROXIES, meco, size_proxies
+from yolonas.nas.report import write_report
 from yolonas.nas.space import SearchSpace, calibration_specs, sample, seeds, spec_hash
+from yolonas.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,120 +94,132 @@ def _proxy_images(dataset, size: int, n: int = 2) -> torch.Tensor:
     return letterbox_batch(images, Preprocessing((size, size)))[0]
 
 
+@dataclass
+class _Run:
+    """What the steps of one search run share: its config, the space searched, the run folder, the training
+    split's class names, the images MeCo scores on, and the latency model (with its table)."""
+
+    cfg: SearchConfig
+    space: SearchSpace
+    out: Path
+    names: list[str]
+    images: torch.Tensor
+    lat: LatencyModel
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
 def search(cfg: SearchConfig) -> dict:
     """Run (or resume) the search that `cfg` describes; returns the summary also written as search.json."""
-    import optuna  # noqa: PLC0415 - the search's own dependency
+    _check(cfg)
+    run = _open_run(cfg)
+    study = _open_study(run)
+    calibration = _study_calibration(study, run.space)
+    cap = _latency_cap(run, calibration)
+    todo = max(0, cfg.trials - sum(t.state.is_finished() for t in study.trials))
+    objective = Objective(run.space, run.lat, run.images, run.num_classes, cfg.proxy, calibration, cap)
+    _, search_s = _timed(_optimize, study, objective, todo, cfg.progress, cap)
 
+    trials = _completed(study)
+    front = _front(trials, cap)
+    specs = [ArchSpec.from_dict(t.user_attrs["spec"]) for t in front]
+    rows = [_row(t, i) for i, t in enumerate(front)]
+    result = _summary(run, calibration, cap, trials, todo, search_s)
+    if not rows and trials and cap is not None:
+        result["note"] = _no_front_note(trials, cap)
+    if cfg.measure_front and rows:
+        result["latency_check"], result["measure_s"] = _timed(
+            _measure_front, rows[: cfg.measure_front], specs, run.lat, run.num_classes)
+    _write_specs(run, rows, specs)
+    if cfg.train_top and rows:
+        if cfg.proxy != "meco":  # so that the short training ranks the training-free proxy too
+            _add_meco(rows, specs, run)
+        result["short_training"], result["train_s"] = _timed(_short_training, rows, run)
+    result["front"] = rows
+    write_report(run.out, result, _points(trials), cfg.proxy, cap)
+    return result
+
+
+def _timed(fn: Callable[..., T], *args) -> tuple[T, float]:
+    """fn(*args) and the seconds it took."""
+    t0 = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - t0
+
+
+def _open_run(cfg: SearchConfig) -> _Run:
+    """The run folder (with config.json), the training split, the proxy images and the latency model."""
     from yolonas.data import open_dataset  # noqa: PLC0415
 
-    _check(cfg)
     space = SearchSpace(**{**cfg.space.__dict__, "imgsz": tuple(cfg.imgsz)})
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(cfg.data, "train")
-    names = dataset.class_names
-    proxy_size = min(cfg.proxy_imgsz, *cfg.imgsz)
-    images = _proxy_images(dataset, proxy_size)
+    images = _proxy_images(dataset, min(cfg.proxy_imgsz, *cfg.imgsz))
     table = LatencyTable(cfg.latency_table or out.parent / "latency_table.json")
     lat = LatencyModel(table, cfg.backend, cfg.threads, cfg.precision, device=cfg.device, runs=cfg.runs)
+    (out / "config.json").write_text(json.dumps({**_plain_cfg(cfg), "target": lat.target}, indent=2) + "\n")
+    return _Run(cfg, space, out, dataset.class_names, images, lat)
+
+
+def _open_study(run: _Run):
+    """The run folder's Optuna study, resumed when it exists; a new one is seeded and calibrated first."""
+    import optuna  # noqa: PLC0415 - the search's own dependency
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cap = cfg.latency_cap
-    sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
-    study = optuna.create_study(study_name="search", storage=f"sqlite:///{(out / 'study.db').resolve()}",
+    sampler = optuna.samplers.NSGAIISampler(population_size=run.cfg.population, seed=run.cfg.seed)
+    study = optuna.create_study(study_name="search", storage=f"sqlite:///{(run.out / 'study.db').resolve()}",
                                 directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True)
-    (out / "config.json").write_text(json.dumps({**_plain_cfg(cfg), "target": lat.target}, indent=2) + "\n")
-    if not study.trials:  # a new study: the built-in specs that are points of the space go first
-        seeded = sorted(seeds(space).items(), key=lambda kv: _order(kv[0]))[: max(1, cfg.trials // 2)]
-        for name, params in seeded:
-            study.enqueue_trial(params, user_attrs={"seed": name})
-        study.set_user_attr("calibration", _calibrate(cfg, space, lat, len(names)))
-    # A resumed study keeps the calibration it started with, so that all its trials compare; one from before
-    # calibrations existed predicts by the raw sum.
-    calibration = study.user_attrs.get("calibration") or {str(s): {"a": 1.0, "b": 0.0, "n": 0} for s in space.imgsz}
-    reference = cfg.reference or yolo_nas_s()
-    if cfg.latency_cap_ratio is not None:
-        size = max(space.imgsz)
-        cal = calibration[str(size)]
-        ref_ms = cal["a"] * lat.predict(reference, size, len(names))["total"] + cal["b"]
-        cap = cfg.latency_cap_ratio * ref_ms
-        print(f"search: latency cap x{cfg.latency_cap_ratio:g} of {reference.name} ({ref_ms:.2f} ms predicted at "
-              f"{size} px) = {cap:.2f} ms", file=sys.stderr)
-    proxies: dict[str, dict] = {}
+    if not study.trials:
+        _start_study(study, run)
+    return study
 
-    def objective(trial) -> tuple[float, float]:
-        spec, imgsz = sample(trial, space)
-        key = f"{spec_hash(spec)}@{imgsz}"
-        if key not in proxies:
-            scores = size_proxies(spec, imgsz, len(names))
-            if cfg.proxy == "meco":
-                scores["meco"] = meco(spec, images, len(names))
-            proxies[key] = scores
-        scores = proxies[key]
-        latency = lat.predict(spec, imgsz, len(names))
-        cal = calibration[str(imgsz)]
-        total = cal["a"] * latency["total"] + cal["b"]
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("imgsz", imgsz)
-        trial.set_user_attr("latency_ms", total)
-        trial.set_user_attr("latency_sum_ms", latency["total"])
-        if cap is not None:  # feasible when <= 0: NSGA-II ranks infeasible trials behind every feasible one
-            trial.set_constraint("latency_cap", total - cap)
-        trial.set_user_attr("latency_parts", {k: v for k, v in latency.items() if k != "total"})
-        for k, v in scores.items():
-            trial.set_user_attr(k, v)
-        return scores[cfg.proxy], total
 
-    done = sum(t.state.is_finished() for t in study.trials)
-    todo = max(0, cfg.trials - done)
-    t0 = time.perf_counter()
-    _optimize(study, objective, todo, cfg.progress, cap)
-    search_s = time.perf_counter() - t0
+def _start_study(study, run: _Run) -> None:
+    """A new study: the built-in specs that are points of the space go first; the latency calibration is stored."""
+    seeded = sorted(seeds(run.space).items(), key=lambda kv: _order(kv[0]))[: max(1, run.cfg.trials // 2)]
+    for name, params in seeded:
+        study.enqueue_trial(params, user_attrs={"seed": name})
+    study.set_user_attr("calibration", _calibrate(run.cfg, run.space, run.lat, run.num_classes))
 
-    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    front = _front(study, trials, cap)
-    result = {"out": str(out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
-              "space_size": space.size(), "target": lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
-              "latency_cap_ratio": cfg.latency_cap_ratio,
-              "latency_reference": reference.name if cfg.latency_cap_ratio else None,
-              "calibration": calibration,
-              "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
-                                "misses": table.misses},
-              "load_average": list(_loadavg())}
-    rows = [_row(t, i) for i, t in enumerate(front)]
-    if not rows and trials and cap is not None:
-        fastest = min(t.user_attrs["latency_ms"] for t in trials)
-        result["note"] = (f"no trial met --latency-cap {cap:g} ms (the fastest predicted {fastest:.2f} ms): raise "
-                          "the cap, or search a smaller space or input size")
-        print(f"search: {result['note']}", file=sys.stderr)
-    if cfg.measure_front and rows:
-        t1 = time.perf_counter()
-        specs = [ArchSpec.from_dict(t.user_attrs["spec"]) for t in front]
-        result["latency_check"] = _measure_front(rows[: cfg.measure_front], specs, lat, len(names))
-        result["measure_s"] = time.perf_counter() - t1
-    (out / "specs").mkdir(exist_ok=True)
-    for old in (out / "specs").glob("*.yaml"):  # a resumed run's front replaces the earlier one
-        old.unlink()
-    for row, t in zip(rows, front):
-        spec = ArchSpec.from_dict(t.user_attrs["spec"])
-        path = out / "specs" / f"{row['rank']:02d}_{spec.name}.yaml"
-        header = (f"# Searched for {lat.target} at {row['imgsz']} px: predicted {row['latency_ms']:.2f} ms, "
-                  f"{cfg.proxy} {row[cfg.proxy]:.4g}.\n# Train it: yolonas train --data DATA --model {path.name} "
-                  f"--imgsz {row['imgsz']}\n")
-        path.write_text(header + spec.to_yaml())
-        row["spec_file"] = str(path)
-    if cfg.train_top and rows:
-        if cfg.proxy != "meco":  # so that the short training ranks the training-free proxy too
-            for row, t in zip(rows, front):
-                row["meco"] = meco(ArchSpec.from_dict(t.user_attrs["spec"]), images, len(names))
-        t2 = time.perf_counter()
-        result["short_training"] = _short_training(rows, cfg, out, names)
-        result["train_s"] = time.perf_counter() - t2
-    result["front"] = rows
-    (out / "front.md").write_text(front_markdown(result, cfg.proxy))
-    plot_front(trials, rows, out / "front.png", cfg.proxy, cap)
-    (out / "search.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return result
+
+def _completed(study) -> list:
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def _study_calibration(study, space: SearchSpace) -> dict:
+    """Per input size, the (a, b) of the study's latency calibration.
+
+    A resumed study keeps the calibration it started with, so that all its trials compare; one from before
+    calibrations existed predicts by the raw sum."""
+    return study.user_attrs.get("calibration") or {str(s): {"a": 1.0, "b": 0.0, "n": 0} for s in space.imgsz}
+
+
+def _calibrated(calibration: dict, imgsz: int, parts_sum: float) -> float:
+    """The whole network's predicted ms from the sum of its parts' ms."""
+    cal = calibration[str(imgsz)]
+    return cal["a"] * parts_sum + cal["b"]
+
+
+def _reference(cfg: SearchConfig) -> ArchSpec:
+    return cfg.reference or yolo_nas_s()
+
+
+def _latency_cap(run: _Run, calibration: dict) -> float | None:
+    """The cap in ms: given, or the ratio times the reference's predicted latency at the largest searched size."""
+    cfg = run.cfg
+    if cfg.latency_cap_ratio is None:
+        return cfg.latency_cap
+    reference, size = _reference(cfg), max(run.space.imgsz)
+    ref_ms = _calibrated(calibration, size, run.lat.predict(reference, size, run.num_classes)["total"])
+    cap = cfg.latency_cap_ratio * ref_ms
+    log.info("search: latency cap x%g of %s (%.2f ms predicted at %d px) = %.2f ms", cfg.latency_cap_ratio,
+             reference.name, ref_ms, size, cap)
+    return cap
 
 
 def _calibrate(cfg: SearchConfig, space: SearchSpace, lat: LatencyModel, num_classes: int) -> dict:
@@ -212,19 +232,54 @@ def _calibrate(cfg: SearchConfig, space: SearchSpace, lat: LatencyModel, num_cla
             continue
         cal = lat.calibration(specs, size, num_classes)
         out[str(size)] = {"a": cal["a"], "b": cal["b"], "n": cal["n"]}
-        print(f"search: latency at {size} px calibrated on {cal['n']} networks measured whole: whole = "
-              f"{cal['a']:.3f} x sum of parts {cal['b']:+.2f} ms", file=sys.stderr)
+        log.info("search: latency at %d px calibrated on %d networks measured whole: whole = %.3f x sum of parts "
+                 "%+.2f ms", size, cal["n"], cal["a"], cal["b"])
     return out
+
+
+@dataclass
+class Objective:
+    """One trial: a spec sampled from the space, its accuracy estimates (cached per spec and input size) and its
+    calibrated latency prediction, recorded on the trial; returns (estimate, ms) and marks trials over the cap."""
+
+    space: SearchSpace
+    lat: LatencyModel
+    images: torch.Tensor  # what MeCo scores on
+    num_classes: int
+    proxy: str
+    calibration: dict
+    cap: float | None = None
+    scores: dict[str, dict] = field(default_factory=dict)
+
+    def __call__(self, trial) -> tuple[float, float]:
+        spec, imgsz = sample(trial, self.space)
+        scores = self.estimates(spec, imgsz)
+        latency = self.lat.predict(spec, imgsz, self.num_classes)
+        total = _calibrated(self.calibration, imgsz, latency["total"])
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("imgsz", imgsz)
+        trial.set_user_attr("latency_ms", total)
+        trial.set_user_attr("latency_sum_ms", latency["total"])
+        if self.cap is not None:  # feasible when <= 0: NSGA-II ranks infeasible trials behind every feasible one
+            trial.set_constraint("latency_cap", total - self.cap)
+        trial.set_user_attr("latency_parts", {k: v for k, v in latency.items() if k != "total"})
+        for k, v in scores.items():
+            trial.set_user_attr(k, v)
+        return scores[self.proxy], total
+
+    def estimates(self, spec: ArchSpec, imgsz: int) -> dict[str, float]:
+        """Params and GFLOPs, and MeCo when it is the proxy searched on."""
+        key = f"{spec_hash(spec)}@{imgsz}"
+        if key not in self.scores:
+            scores = size_proxies(spec, imgsz, self.num_classes)
+            if self.proxy == "meco":
+                scores["meco"] = meco(spec, self.images, self.num_classes)
+            self.scores[key] = scores
+        return self.scores[key]
 
 
 def _order(name: str) -> int:
     return ["yolo_nas_tiny", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l"].index(name) if name.startswith("yolo") else 9
-
-
-def _loadavg() -> tuple[float, float, float]:
-    import os  # noqa: PLC0415
-
-    return os.getloadavg()
 
 
 def _plain_cfg(cfg: SearchConfig) -> dict:
@@ -254,15 +309,14 @@ def _optimize(study, objective, n: int, progress: bool, cap: float | None) -> No
         study.optimize(objective, n_trials=n, callbacks=[callback], gc_after_trial=True)
 
 
-def _front(study, trials: list, cap: float | None) -> list:
-    """Feasible Pareto-optimal trials, one per architecture, fastest first."""
+def _front(trials: list, cap: float | None) -> list:
+    """Feasible Pareto-optimal trials (estimate up, latency down), one per architecture and size, fastest first.
+
+    Computed here over the trials within this run's cap, not taken from study.best_trials (which filters by the
+    constraints stored with each trial), so that the front stays right when a resumed run changes --latency-cap."""
     feasible = [t for t in trials if cap is None or t.user_attrs["latency_ms"] <= cap]
-    best = {t.number for t in study.best_trials}
     front, seen = [], set()
-    # best_trials already ignores infeasible trials with a constraints_func; recomputing over the feasible set
-    # keeps the front right when a resumed run changes --latency-cap.
-    pool = [t for t in feasible if t.number in best] if cap is None else _pareto(feasible)
-    for t in sorted(pool, key=lambda t: (t.values[1], -t.values[0])):
+    for t in pareto_front(feasible, key=lambda t: (t.values[1], t.values[0])):
         h = spec_hash(ArchSpec.from_dict(t.user_attrs["spec"])) + str(t.user_attrs["imgsz"])
         if h not in seen:
             seen.add(h)
@@ -270,10 +324,31 @@ def _front(study, trials: list, cap: float | None) -> list:
     return front
 
 
-def _pareto(trials: list) -> list:
-    return [t for t in trials if not any(
-        o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and tuple(o.values) != tuple(t.values)
-        for o in trials)]
+def _no_front_note(trials: list, cap: float) -> str:
+    fastest = min(t.user_attrs["latency_ms"] for t in trials)
+    note = (f"no trial met --latency-cap {cap:g} ms (the fastest predicted {fastest:.2f} ms): raise the cap, or "
+            "search a smaller space or input size")
+    log.warning("search: %s", note)
+    return note
+
+
+def _summary(run: _Run, calibration: dict, cap: float | None, trials: list, todo: int, search_s: float) -> dict:
+    """The run's summary before the front: what was searched, on which target, under which cap, how fast."""
+    cfg, table = run.cfg, run.lat.table
+    return {"out": str(run.out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
+            "space_size": run.space.size(), "target": run.lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
+            "latency_cap_ratio": cfg.latency_cap_ratio,
+            "latency_reference": _reference(cfg).name if cfg.latency_cap_ratio else None,
+            "calibration": calibration,
+            "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
+                              "misses": table.misses},
+            "load_average": list(os.getloadavg())}
+
+
+def _points(trials: list) -> list[dict]:
+    """Every trial as a point of the plot: predicted latency, estimate, and the seed's name for seeded ones."""
+    return [{"latency_ms": t.user_attrs["latency_ms"], "score": t.values[0], "seed": t.user_attrs.get("seed")}
+            for t in trials]
 
 
 def _row(t, rank: int) -> dict:
@@ -299,49 +374,72 @@ def _measure_front(rows: list[dict], specs: list[ArchSpec], lat: LatencyModel, n
     for row, spec in zip(rows, specs):
         by_size.setdefault(row["imgsz"], []).append((row, spec))
     for size, pairs in by_size.items():
-        group = [r for r, _ in pairs]
         m = lat.measure([s for _, s in pairs], size, num_classes, with_parts=True)
-        for row, whole, parts in zip(group, m["whole"], m["parts_sum"]):
+        for (row, _), whole, parts in zip(pairs, m["whole"], m["parts_sum"]):
             row["measured_ms"], row["parts_now_ms"] = whole, parts
-    predicted = [r["latency_ms"] for r in rows]
     measured = [r["measured_ms"] for r in rows]
-    check = {"table": prediction_errors(predicted, measured),
+    check = {"table": prediction_errors([r["latency_ms"] for r in rows], measured),
              "raw_sum": prediction_errors([r["latency_sum_ms"] for r in rows], measured),
              "same_turns": prediction_errors([r["parts_now_ms"] for r in rows], measured),
-             "load_average": list(_loadavg())}
+             "load_average": list(os.getloadavg())}
     a, b = check["table"]["correction"]["a"], check["table"]["correction"]["b"]
     for row in rows:
         row["corrected_ms"] = a * row["latency_ms"] + b
     return check
 
 
-def _short_training(rows: list[dict], cfg: SearchConfig, out: Path, names: list[str]) -> dict:
-    """Train `train_top` front members briefly on the user's data; Kendall tau of each proxy against the result."""
-    from yolonas.train import apply_overrides, load_recipe, train  # noqa: PLC0415
+def _write_specs(run: _Run, rows: list[dict], specs: list[ArchSpec]) -> None:
+    """One spec YAML per front member in specs/ (a resumed run's front replaces the earlier one's files)."""
+    folder = run.out / "specs"
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.yaml"):
+        old.unlink()
+    for row, spec in zip(rows, specs):
+        path = folder / f"{row['rank']:02d}_{spec.name}.yaml"
+        header = (f"# Searched for {run.lat.target} at {row['imgsz']} px: predicted {row['latency_ms']:.2f} ms, "
+                  f"{run.cfg.proxy} {row[run.cfg.proxy]:.4g}.\n# Train it: yolonas train --data DATA --model "
+                  f"{path.name} --imgsz {row['imgsz']}\n")
+        path.write_text(header + spec.to_yaml())
+        row["spec_file"] = str(path)
 
+
+def _add_meco(rows: list[dict], specs: list[ArchSpec], run: _Run) -> None:
+    """MeCo of each front member, for a search that ranked by another estimate."""
+    for row, spec in zip(rows, specs):
+        row["meco"] = meco(spec, run.images, run.num_classes)
+
+
+def _short_training(rows: list[dict], run: _Run) -> dict:
+    """Train `train_top` front members briefly on the user's data; Kendall tau of each proxy against the result."""
+    cfg = run.cfg
     k = min(cfg.train_top, len(rows))
     # Spread over the front (fastest to most accurate), not only its top: the ranking needs a range.
     picks = sorted({round(i * (len(rows) - 1) / max(1, k - 1)) for i in range(k)}) if k > 1 else [len(rows) - 1]
-    data = _subset_data(cfg.data, out / "train_data", cfg.train_images, names)
-    trained = []
-    for i in picks:
-        row = rows[i]
-        tcfg = apply_overrides(load_recipe("cpu_smoke"), {
-            "data": str(data), "model": row["spec_file"], "epochs": cfg.train_epochs, "imgsz": cfg.train_imgsz,
-            "project": str(out / "train"), "name": f"{row['rank']:02d}_{row['name']}", "exist_ok": True,
-            "seed": cfg.seed, "val_every": 0, "run.plots": False, "run.verbose": False, "device": cfg.device,
-            "workers": 0})
-        result = train(tcfg)
-        row["short_train_ap"] = float(result.metrics.get("AP", result.best_fitness))
-        row["short_train_ap50"] = float(result.metrics.get("AP50", math.nan))
-        row["short_train_loss"] = _mean_training_loss(result.run_dir / "results.csv")
-        trained.append(row)
-        print(f"search: trained {row['name']} for {cfg.train_epochs} epochs: AP {row['short_train_ap']:.4f}, "
-              f"mean training loss {row['short_train_loss']:.3f}", file=sys.stderr)
+    data = _subset_data(cfg.data, run.out / "train_data", cfg.train_images, run.names)
+    trained = [_train_briefly(rows[i], data, run) for i in picks]
     return {"trained": [r["name"] for r in trained], "epochs": cfg.train_epochs, "imgsz": cfg.train_imgsz,
             "images": cfg.train_images, "data": str(data),
             "kendall_tau": kendall_taus(trained, "short_train_ap"),
             "kendall_tau_loss": kendall_taus(trained, "short_train_loss", lower_is_better=True)}
+
+
+def _train_briefly(row: dict, data: str, run: _Run) -> dict:
+    """Train one front member's spec file with the cpu_smoke recipe; its AP and mean training loss go on `row`."""
+    from yolonas.train import apply_overrides, load_recipe, train  # noqa: PLC0415
+
+    cfg = run.cfg
+    tcfg = apply_overrides(load_recipe("cpu_smoke"), {
+        "data": str(data), "model": row["spec_file"], "epochs": cfg.train_epochs, "imgsz": cfg.train_imgsz,
+        "project": str(run.out / "train"), "name": f"{row['rank']:02d}_{row['name']}", "exist_ok": True,
+        "seed": cfg.seed, "val_every": 0, "run.plots": False, "run.verbose": False, "device": cfg.device,
+        "workers": 0})
+    result = train(tcfg)
+    row["short_train_ap"] = float(result.metrics.get("AP", result.best_fitness))
+    row["short_train_ap50"] = float(result.metrics.get("AP50", math.nan))
+    row["short_train_loss"] = _mean_training_loss(result.run_dir / "results.csv")
+    log.info("search: trained %s for %d epochs: AP %.4f, mean training loss %.3f", row["name"], cfg.train_epochs,
+             row["short_train_ap"], row["short_train_loss"])
+    return row
 
 
 def _mean_training_loss(results_csv: Path) -> float:
@@ -375,8 +473,7 @@ def _subset_data(data: str, folder: Path, n: int, names: list[str]) -> str:
     """A data.yaml listing the first `n` train and val images (YOLO layouts); other data as given."""
     import yaml  # noqa: PLC0415
 
-    from yolonas.data import open_dataset  # noqa: PLC0415
-    from yolonas.train.trainer import data_yaml_of  # noqa: PLC0415
+    from yolonas.data import data_yaml_of, open_dataset  # noqa: PLC0415
 
     if data_yaml_of(data) is None:
         return data
@@ -390,85 +487,3 @@ def _subset_data(data: str, folder: Path, n: int, names: list[str]) -> str:
     return str(path)
 
 
-def front_markdown(result: dict, proxy: str) -> str:
-    """The Pareto front as a Markdown table, with the latency check and Kendall tau when present."""
-    rows = result["front"]
-    cals = result.get("calibration") or {}
-    how = "; ".join(f"{size} px: whole = {c['a']:.3f} x sum {c['b']:+.2f} ms, fitted on {c['n']} networks measured "
-                    "whole" for size, c in cals.items() if c.get("n"))
-    lines = [f"# Search front ({result['trials']} trials, {result['target']})", "",
-             f"Accuracy estimate: `{proxy}`; latency (ms): the sum of the parts' cached medians"
-             + (f", calibrated ({how})" if how else "") + ". Stages: "
-             "width/blocks x hidden (c = concatenated intermediates); neck: up1; up2; down1; down2.", ""]
-    measured = any("measured_ms" in r for r in rows)
-    trained = any("short_train_ap" in r for r in rows)
-    head = ["#", "name", "imgsz", "predicted ms"] + (["measured ms", "corrected ms"] if measured else []) + [
-        proxy, "params (M)", "GFLOPs"] + (["short-train AP", "short-train loss"] if trained else []) + [
-        "stem", "stages", "neck", "head", "seed"]
-    if result.get("note"):
-        lines += [f"**{result['note']}**", ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["rank"], r["name"], r["imgsz"], f"{r['latency_ms']:.2f}"]
-        if measured:
-            cells += [f"{r['measured_ms']:.2f}" if "measured_ms" in r else "",
-                      f"{r['corrected_ms']:.2f}" if "corrected_ms" in r else ""]
-        cells += [f"{r[proxy]:.4g}", f"{r['params']:.2f}", f"{r['gflops']:.2f}"]
-        if trained:
-            cells += [f"{r['short_train_ap']:.4f}" if "short_train_ap" in r else "",
-                      f"{r['short_train_loss']:.3f}" if "short_train_loss" in r else ""]
-        cells += [r["stem"], r["stages"], r["neck"], "/".join(map(str, r["head"])), r["seed"] or ""]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    check = result.get("latency_check")
-    if check:
-        t, s, raw = check["table"], check["same_turns"], check.get("raw_sum")
-        lines += ["", f"Latency check on {t['n']} front members, measured end to end (export_onnx, decode included): "
-                  f"median error of the prediction {100 * t['raw_median']:.1f}% (max {100 * t['raw_max']:.1f}%)"
-                  + (f"; of the raw sum of parts {100 * raw['raw_median']:.1f}%" if raw and how else "")
-                  + (f"; after a linear correction fitted on the other front members (leave-one-out) "
-                     f"{100 * t['corrected_loo_median']:.1f}%" if t["corrected_loo_median"] is not None else "")
-                  + f"; the raw parts re-measured in the same turns as the whole: {100 * s['raw_median']:.1f}%. "
-                  f"Load average at the end: {', '.join(f'{x:.1f}' for x in check['load_average'])}."]
-    st = result.get("short_training")
-    if st:
-        def taus(key: str) -> str:
-            return ", ".join(f"{k} {v['tau']:+.2f} (p {v['p']:.2f})" if v else f"{k} n/a"
-                             for k, v in st.get(key, {}).items())
-        lines += ["", f"Short training ({st['epochs']} epochs at {st['imgsz']} px on {st['images']} images) of "
-                  f"{len(st['trained'])} members. Kendall tau of each estimate against its AP: {taus('kendall_tau')}; "
-                  f"against its mean training loss (lower is better): {taus('kendall_tau_loss')}. +1: a larger value "
-                  "of the estimate goes with a better short training, for every pair; n/a: fewer than 3 members "
-                  "trained, or one side tied them all."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_front(trials: list, rows: list[dict], path: Path, proxy: str, cap: float | None) -> None:
-    """Every trial (latency vs score), the front as a line, measured latencies and the cap."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [t.user_attrs["latency_ms"] for t in trials]
-    ys = [t.values[0] for t in trials]
-    ax.scatter(xs, ys, s=14, c="0.6", label="trials")
-    if rows:
-        ax.plot([r["latency_ms"] for r in rows], [r[proxy] for r in rows], "o-", c="C0", label="front (predicted)")
-        m = [r for r in rows if "measured_ms" in r]
-        if m:
-            ax.scatter([r["measured_ms"] for r in m], [r[proxy] for r in m], marker="x", c="C3",
-                       label="front (measured)")
-    for t in trials:
-        if t.user_attrs.get("seed"):
-            ax.annotate(t.user_attrs["seed"], (t.user_attrs["latency_ms"], t.values[0]), fontsize=7)
-    if cap is not None:
-        ax.axvline(cap, ls="--", c="C1", label=f"cap {cap:g} ms")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel(proxy)
-    ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
