@@ -24,7 +24,7 @@ from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
 from yolonas.arch.model import YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
 from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
-from yolonas.data.splits import data_yaml_of, open_splits  # noqa: F401 - data_yaml_of: nas.search imports it here
+from yolonas.data.splits import open_splits
 from yolonas.data.transforms import Compose
 from yolonas.errors import CheckpointError, InputError
 from yolonas.eval.coco import STAT_NAMES
