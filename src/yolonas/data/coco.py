@@ -77,6 +77,71 @@ def read_annotations(anns: list[dict]) -> tuple[np.ndarray, ...]:
     return ann_ids, image_ids, cat_ids, boxes, crowd, area, parsed
 
 
+def _load_coco_json(json_path: Path) -> dict:
+    """The parsed file, or a DataError naming what keeps it from being a COCO detection file."""
+    try:
+        with open(json_path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise DataError(f"{json_path}: COCO annotation file not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{json_path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data.get("categories"):
+        raise DataError(f"{json_path}: not a COCO detection file (needs 'images' and 'categories' lists)")
+    return data
+
+
+def _read_categories(entries: list, json_path: Path) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """(id, name) pairs sorted by id, and the ids as an array; ids must be integers and unique."""
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in entries)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{json_path}: every category needs an integer 'id' and a 'name'") from e
+    cat_ids = np.array([c for c, _ in categories], dtype=np.int64)
+    if len(np.unique(cat_ids)) != len(cat_ids):
+        raise DataError(f"{json_path}: duplicate category ids")
+    return categories, cat_ids
+
+
+def _read_images(images: list, json_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """File names, integer ids and (height, width) of the image entries (0 where the file does not say)."""
+    if not images:
+        raise DataError(f"{json_path}: no images listed")
+    bad = next((im for im in images if not isinstance(im.get("id"), int) or isinstance(im.get("id"), bool)), None)
+    if bad is not None:
+        raise DataError(f"{json_path}: image id {bad.get('id')!r} of {bad.get('file_name')!r} is not an integer; "
+                        "COCO evaluation (faster-coco-eval) needs integer image ids, renumber them")
+    try:
+        files = [str(im["file_name"]) for im in images]
+    except KeyError as e:
+        raise DataError(f"{json_path}: an image entry has no 'file_name'") from e
+    ids = np.array([im["id"] for im in images], dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise DataError(f"{json_path}: duplicate image ids")
+    sizes = np.array([(im.get("height", 0) or 0, im.get("width", 0) or 0) for im in images], dtype=np.int64)
+    return files, ids, sizes
+
+
+def _check_files(root: Path, files: list[str], sizes: np.ndarray, check_images: bool,
+                 report: LabelReport) -> np.ndarray:
+    """Which images to keep: missing, unreadable or mis-sized files are reported and dropped; sizes the JSON
+    leaves out are read from the files (in place)."""
+    keep = existing_files(root, files)
+    for k in np.flatnonzero(~keep):
+        report.add(MISSING_IMAGE, files[k])
+    for k in np.flatnonzero(keep & ((sizes <= 0).any(axis=1) | check_images)):
+        size = image_size(root / files[k])
+        if isinstance(size, str):
+            report.add(size if size != MISSING_IMAGE else CORRUPT_IMAGE, files[k])
+            keep[k] = False
+        elif (sizes[k] <= 0).any():
+            sizes[k] = size
+        elif tuple(sizes[k]) != size:
+            report.add(SIZE_MISMATCH, f"{files[k]} ({size[1]}x{size[0]}, file says {sizes[k, 1]}x{sizes[k, 0]})")
+            keep[k] = False
+    return keep
+
+
 class CocoDataset(DetectionDataset):
     """A COCO JSON detection data set. Classes are the file's categories sorted by id, numbered 0..C-1;
     `category_ids[c]` is class c's id in the file. Image ids are the file's own and must be integers.
@@ -88,55 +153,13 @@ class CocoDataset(DetectionDataset):
     def __init__(self, json_path: str | Path, images_dir: str | Path | None = None, cache: bool = False,
                  check_images: bool = False):
         json_path = Path(json_path)
-        try:
-            with open(json_path, "rb") as f:
-                data = json.load(f)
-        except FileNotFoundError as e:
-            raise DataError(f"{json_path}: COCO annotation file not found") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{json_path}: not valid JSON ({e})") from e
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data.get("categories"):
-            raise DataError(f"{json_path}: not a COCO detection file (needs 'images' and 'categories' lists)")
+        data = _load_coco_json(json_path)
         report = LabelReport(str(json_path))
-
-        try:
-            categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{json_path}: every category needs an integer 'id' and a 'name'") from e
-        cat_ids = np.array([c for c, _ in categories], dtype=np.int64)
-        if len(np.unique(cat_ids)) != len(cat_ids):
-            raise DataError(f"{json_path}: duplicate category ids")
-
+        categories, cat_ids = _read_categories(data["categories"], json_path)
         images = data["images"]
-        if not images:
-            raise DataError(f"{json_path}: no images listed")
-        bad = next((im for im in images if not isinstance(im.get("id"), int) or isinstance(im.get("id"), bool)), None)
-        if bad is not None:
-            raise DataError(f"{json_path}: image id {bad.get('id')!r} of {bad.get('file_name')!r} is not an integer; "
-                            "COCO evaluation (faster-coco-eval) needs integer image ids, renumber them")
-        try:
-            files = [str(im["file_name"]) for im in images]
-        except KeyError as e:
-            raise DataError(f"{json_path}: an image entry has no 'file_name'") from e
-        ids = np.array([im["id"] for im in images], dtype=np.int64)
-        if len(np.unique(ids)) != len(ids):
-            raise DataError(f"{json_path}: duplicate image ids")
-        sizes = np.array([(im.get("height", 0) or 0, im.get("width", 0) or 0) for im in images], dtype=np.int64)
+        files, ids, sizes = _read_images(images, json_path)
         root = Path(images_dir) if images_dir is not None else find_images_dir(json_path, files[0])
-
-        keep = existing_files(root, files)
-        for k in np.flatnonzero(~keep):
-            report.add(MISSING_IMAGE, files[k])
-        for k in np.flatnonzero(keep & ((sizes <= 0).any(axis=1) | check_images)):
-            size = image_size(root / files[k])
-            if isinstance(size, str):
-                report.add(size if size != MISSING_IMAGE else CORRUPT_IMAGE, files[k])
-                keep[k] = False
-            elif (sizes[k] <= 0).any():
-                sizes[k] = size
-            elif tuple(sizes[k]) != size:
-                report.add(SIZE_MISMATCH, f"{files[k]} ({size[1]}x{size[0]}, file says {sizes[k, 1]}x{sizes[k, 0]})")
-                keep[k] = False
+        keep = _check_files(root, files, sizes, check_images, report)
 
         ann_ids, ann_images, ann_cats, boxes, crowd, area, parsed = read_annotations(data.get("annotations") or [])
         del data, images  # the per-annotation dicts are the bulk of the memory: drop them before going on
