@@ -76,6 +76,12 @@ def _setup_logging(level: int) -> None:
         logger.addHandler(handler)
 
 
+def _show_progress(name: str) -> None:
+    """A long command's progress, logged by `name` at INFO, shows on stderr unless -q."""
+    shown = logging.getLogger("yolonas").level <= logging.WARNING
+    logging.getLogger(name).setLevel(logging.INFO if shown else logging.NOTSET)
+
+
 _CREATED: list[Path] = []  # run folders made by this command: removed again when it fails and leaves them empty
 
 
@@ -215,9 +221,6 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train (or fine-tune, or resume) a detector; the run lands in runs/train/<name>/."""
-    # The run's description, estimate and per-epoch lines are its progress: shown unless -q.
-    shown = logging.getLogger("yolonas").level <= logging.WARNING
-    logging.getLogger("yolonas.train").setLevel(logging.INFO if shown else logging.NOTSET)
     overrides = {"data": data, "images": images, "model": model, "epochs": epochs, "lr": lr, "batch": batch,
                  "imgsz": imgsz, "workers": workers, "pretrained": pretrained, "device": device, "seed": seed,
                  "name": name}
@@ -231,6 +234,7 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
     from yolonas.train import train as run_training  # noqa: PLC0415
     from yolonas.train.trainer import resumed_recipe  # noqa: PLC0415
 
+    _show_progress("yolonas.train")  # the run's description, estimate and per-epoch lines
     if resume is not None:
         overrides["resume"] = True if resume.lower() == "true" else resume
     for item in set_ or []:
@@ -300,6 +304,7 @@ def pseudo_label_cmd(
     """Label a folder of images with a teacher: confident boxes become labels, a band below them ignore regions."""
     from yolonas.train.pseudo import pseudo_label  # noqa: PLC0415
 
+    _show_progress("yolonas.train")  # the labelling report table
     threshold: dict[str, float] = {}
     for item in conf or ["0.5"]:
         key, sep, value = item.rpartition("=")
