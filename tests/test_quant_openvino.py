@@ -64,7 +64,7 @@ def test_nncf_ir_is_int8_in_the_network_only_and_keeps_accuracy(trained):
     assert not any(q for name, q in convs.items() if not name.startswith(NETWORK_PREFIXES))  # the decode is float
     dataset = load_data_yaml(data, "val")
     want, got = validate(model, dataset).AP, validate(backend, dataset).AP
-    assert want > 0.1 and abs(got - want) < 0.05, (got, want)
+    assert want > 0.1 and got > want - 0.05, (got, want)  # INT8 may score above a fit on 8 images, not far below
 
 
 def test_qdq_file_converted_to_openvino_gives_its_outputs(trained):
