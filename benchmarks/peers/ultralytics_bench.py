@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-import yaml
 from _offline import NETWORK_ATTEMPTS, REPO, WORK, go_offline, settings
+from ultralytics_loader import linked_data
 
 PATHS = ("onnx", "openvino", "openvino_int8")
 DEFAULT_MODELS = "yolov8s,yolo11s,yolo26s"
@@ -91,35 +91,7 @@ def calib_data(src: Path) -> Path:
     Ultralytics writes `labels.cache` next to the labels folder it derives (`images` -> `labels`) and resolves
     linked folders, so the links are per file: the cache lands under WORK, never in the shared data set.
     """
-    data = yaml.safe_load(src.read_text())
-    root = (src.parent / data.get("path", ".")).resolve()
-    out = WORK / "calib" / src.parent.name
-    new = {"path": str(out), "nc": data["nc"], "names": data["names"]}
-    for split in ("train", "val", "test"):
-        if isinstance(data.get(split), str):
-            new[split] = str(_link_split(root / data[split], out / split))
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "data.yaml"
-    target.write_text(yaml.safe_dump(new, sort_keys=False))
-    return target
-
-
-def _link_split(images: Path, out: Path) -> Path:
-    """Link every image of `images` and its label file into out/images and out/labels; returns out/images."""
-    labels = images.parent / "labels"
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-    for image in sorted(p for p in images.iterdir() if p.is_file()):
-        _link(out / "images" / image.name, image.resolve())
-        label = labels / f"{image.stem}.txt"
-        if label.is_file():
-            _link(out / "labels" / label.name, label.resolve())
-    return out / "images"
-
-
-def _link(link: Path, target: Path) -> None:
-    if not link.is_symlink():
-        link.symlink_to(target)
+    return linked_data(src, WORK / "calib" / src.parent.name)
 
 
 def _yaml_name(model: str) -> str:
