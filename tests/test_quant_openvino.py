@@ -19,6 +19,9 @@ from yolonas.deploy.export import META_PRECISION, META_QUANTIZATION, export_onnx
 from yolonas.deploy.timing import bf16_supported
 from yolonas.errors import InputError
 from yolonas.eval.validate import validate
+from yolonas.infer.postprocess import VAL_NMS
+from yolonas.infer.predictor import Predictor
+from yolonas.infer.tiling import TileConfig
 from yolonas.quant.calibration import NETWORK_PREFIXES
 from yolonas.quant.pipeline import quantize
 from yolonas.weights import load
@@ -151,3 +154,14 @@ def test_bench_all_times_every_path_and_marks_the_fastest(trained, tmp_path, mon
     md = Path("runs/bench/exp/paths.md").read_text()
     assert "(fastest)" in md and result["cpu"]["name"] in md
     assert all(p["end_to_end_ms"] > 0 for p in result["paths"])
+
+
+def test_tiled_validation_of_the_int8_ir_scores_as_the_checkpoint(trained):
+    """`val --tile` on an INT8 IR: the same evaluator, tiles and merge as the checkpoint, within INT8's tolerance."""
+    model, _, data, onnx_fp32, tmp = trained
+    r = quantize(onnx_fp32, data, tmp / "tiles_int8", fmt="openvino", calib_images=8, val_images=0)
+    tiles = TileConfig(256, 0.2)
+    dataset = load_data_yaml(data, "val")
+    want = validate(Predictor(model, nms=VAL_NMS, tiles=tiles), dataset)
+    got = validate(Predictor(OpenVINOBackend(r["output"], threads=2), nms=VAL_NMS, tiles=tiles), dataset)
+    assert want.AP > 0.05 and abs(got.AP - want.AP) < 0.05, (got.AP, want.AP)

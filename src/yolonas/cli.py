@@ -53,6 +53,15 @@ PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' 
                                                    _recipe_default("model", "pretrained"))]
 TrainDeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: auto).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")]
+TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in original pixels (a multiple of 32): run "
+                                       "overlapping tiles, each at the input size; for small objects in large "
+                                       "images. 0 = whole images.")]
+OverlapOpt = Annotated[float | None, typer.Option("--overlap", help="With --tile: the fraction of a tile shared with "
+                                                  "its neighbour, in [0, 1) (default 0.2).")]
+TileWholeOpt = Annotated[bool, typer.Option("--tile-whole/--no-tile-whole", help="With --tile: also run the whole "
+                                            "image, for large objects.")]
+TileMergeOpt = Annotated[str, typer.Option("--tile-merge", help="With --tile: nms (keep the best box), or greedynmm "
+                                           "(merge matched boxes into their union, SAHI's default).")]
 ResumeOpt = Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")]
 
 
@@ -152,6 +161,18 @@ def _model_arg(model: str | None, weights: str | None) -> str:
     return weights or model
 
 
+def _tiles(tile: int, overlap: float | None, whole: bool, merge: str):
+    """The TileConfig of --tile/--overlap/--tile-whole/--tile-merge, or None without --tile."""
+    from yolonas.errors import InputError  # noqa: PLC0415
+    from yolonas.infer.tiling import TileConfig  # noqa: PLC0415
+
+    if not tile:
+        if overlap is not None or whole or merge != "nms":
+            raise InputError("--overlap, --tile-whole and --tile-merge need --tile SIZE")
+        return None
+    return TileConfig(tile, 0.2 if overlap is None else overlap, whole_image=whole, merge=merge)
+
+
 def _open(model: str | None, weights: str | None, imgsz: int | None, device: str, half: bool = False):
     """predict and val: the opened model (a checkpoint, name or exported file), warning when it has random weights."""
     from yolonas.deploy.open import open_model  # noqa: PLC0415
@@ -176,6 +197,10 @@ def predict(
     device: DeviceOpt = "cpu",
     half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write annotated images and videos.")] = True,
+    tile: TileOpt = 0,
+    overlap: OverlapOpt = None,
+    tile_whole: TileWholeOpt = False,
+    tile_merge: TileMergeOpt = "nms",
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
@@ -183,11 +208,12 @@ def predict(
     from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
+    tiles = _tiles(tile, overlap, tile_whole, tile_merge)
     opened = _open(model, weights, imgsz, device, half)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
-    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half)
-    print(f"predict: {predictor.nms.describe()}", file=sys.stderr)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
+    print(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}", file=sys.stderr)
     out = run_dir("predict", name)
     n_images = n_boxes = 0
     with PredictionWriter(out, save_images=save) as writer:
@@ -334,6 +360,10 @@ def val(
     half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
     save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="COCO results JSON.")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="PR curves and confusion matrix.")] = True,
+    tile: TileOpt = 0,
+    overlap: OverlapOpt = None,
+    tile_whole: TileWholeOpt = False,
+    tile_merge: TileMergeOpt = "nms",
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
@@ -344,12 +374,14 @@ def val(
     from yolonas.eval.validate import validate  # noqa: PLC0415
     from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
 
+    tiles = _tiles(tile, overlap, tile_whole, tile_merge)
     opened = _open(model, weights, imgsz, device, half)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half)
-    print(f"val: {len(dataset)} images, {predictor.nms.describe()}", file=sys.stderr)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
+    print(f"val: {len(dataset)} images, {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}",
+          file=sys.stderr)
     metrics = validate(predictor, dataset, batch_size=batch, save_predictions=save_predictions, plots_dir=out)
     if json_out != "-":
         Console().print(metrics.table())

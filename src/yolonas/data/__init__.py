@@ -1,5 +1,5 @@
 """Data sets (YOLO txt + data.yaml, COCO JSON), opening the splits of any input, label checks, training transforms
-and loaders."""
+loaders and tiles of large images."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from yolonas.data.loader import (
 )
 from yolonas.data.splits import data_yaml_of, open_dataset, open_splits
 from yolonas.data.synthetic import make_synthetic_dataset
+from yolonas.data.tiles import TiledDataset, check_tiling, tile_grid
 from yolonas.data.transforms import (
     HSV,
     ChannelSwap,
@@ -34,8 +35,8 @@ from yolonas.data.yolo import YoloDataset, load_data_yaml, read_data_yaml
 
 __all__ = [
     "HSV", "ChannelSwap", "CocoDataset", "Compose", "DetectionDataset", "EpochSampler", "HorizontalFlip",
-    "LabelReport", "LetterboxResize", "MixUp", "Mosaic", "RandomAffine", "RandomSample", "Sample", "TrainDataset",
-    "ValDataset", "YoloDataset", "collate", "data_yaml_of", "letterbox", "load_data_yaml", "make_loader",
-    "make_synthetic_dataset", "make_val_loader", "open_dataset", "open_splits", "read_data_yaml", "read_image",
-    "training_transforms", "val_collate",
+    "LabelReport", "LetterboxResize", "MixUp", "Mosaic", "RandomAffine", "RandomSample", "Sample", "TiledDataset",
+    "TrainDataset", "ValDataset", "YoloDataset", "check_tiling", "collate", "data_yaml_of", "letterbox",
+    "load_data_yaml", "make_loader", "make_synthetic_dataset", "make_val_loader", "open_dataset", "open_splits",
+    "read_data_yaml", "read_image", "tile_grid", "training_transforms", "val_collate",
 ]

@@ -15,6 +15,7 @@ from yolonas.eval.coco import Metrics, coco_metrics, confusion_matrix
 from yolonas.eval.plots import plot_confusion_matrix, plot_pr_curves
 from yolonas.infer.postprocess import VAL_NMS, NMSConfig
 from yolonas.infer.predictor import Predictor
+from yolonas.infer.tiling import TileConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,24 @@ def validate(
     save_predictions: str | Path | None = None,
     plots_dir: str | Path | None = None,
     half: bool = False,
+    tiles: TileConfig | None = None,
 ) -> Metrics:
     """COCO box metrics of a model (or a ready `Predictor`) on `dataset`; optionally the predictions JSON and plots.
 
     A model is wrapped in `Predictor(model, nms, device, batch_size)`: the same pre- and post-processing as
-    `predict`, only the thresholds differ (validation: score 0.01, top-k 1000, max 300, IoU 0.7).
+    `predict`, only the thresholds differ (validation: score 0.01, top-k 1000, max 300, IoU 0.7); with `tiles`,
+    tiled as `predict --tile` is.
     """
     predictor = model_or_predictor
     if not isinstance(predictor, Predictor):
-        predictor = Predictor(model_or_predictor, nms=nms, device=device, batch_size=batch_size, half=half)
+        predictor = Predictor(model_or_predictor, nms=nms, device=device, batch_size=batch_size, half=half,
+                              tiles=tiles)
     names = predictor.class_names
     if names is not None and len(names) != len(dataset.class_names):
         raise InputError(f"the model has {len(names)} classes but the data set {dataset.report.source} has "
                          f"{len(dataset.class_names)}; validate on data with the model's classes")
-    log.info("val: %d images, %s", len(dataset), predictor.nms.describe())
+    tiling = f"; {predictor.tiles.describe()}" if predictor.tiles is not None else ""
+    log.info("val: %d images, %s%s", len(dataset), predictor.nms.describe(), tiling)
     results = predict_dataset(predictor, dataset, batch_size)
     gt = dataset.to_coco()
     metrics = coco_metrics(gt, results)

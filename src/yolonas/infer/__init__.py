@@ -1,4 +1,4 @@
-"""Inference: letterbox, backend, NMS, Detections; drawing and video writing."""
+"""Inference: letterbox, backend, NMS, Detections, tiles of large images; drawing and video writing."""
 
 from yolonas.infer.detections import Detections
 from yolonas.infer.draw import draw_detections
@@ -12,10 +12,11 @@ from yolonas.infer.letterbox import (
 from yolonas.infer.postprocess import PREDICT_NMS, VAL_NMS, NMSConfig, postprocess
 from yolonas.infer.predictor import Backend, Predictor, TorchBackend
 from yolonas.infer.sources import ImageSource, read_image
+from yolonas.infer.tiling import TileConfig
 from yolonas.infer.video import VideoSink
 
 __all__ = [
-    "Backend", "Detections", "ImageSource", "LetterboxInfo", "NMSConfig", "PREDICT_NMS", "Predictor", "TorchBackend",
-    "VAL_NMS", "VideoSink", "batch_boxes_to_original", "boxes_to_original", "draw_detections", "letterbox",
-    "letterbox_batch", "postprocess", "read_image",
+    "Backend", "Detections", "ImageSource", "LetterboxInfo", "NMSConfig", "PREDICT_NMS", "Predictor", "TileConfig",
+    "TorchBackend", "VAL_NMS", "VideoSink", "batch_boxes_to_original", "boxes_to_original", "draw_detections",
+    "letterbox", "letterbox_batch", "postprocess", "read_image",
 ]

@@ -13,10 +13,11 @@ from torch import nn
 
 from yolonas.errors import InputError
 from yolonas.infer.detections import Detections
-from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
+from yolonas.infer.letterbox import batch_boxes_to_original, check_image, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
 from yolonas.infer.sources import ImageSource
-from yolonas.preprocess import Preprocessing
+from yolonas.infer.tiling import BORDER_PIXELS, TileConfig, cut_by_border, merge_tiles
+from yolonas.preprocess import LetterboxInfo, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,14 @@ class Predictor:
     """Run a detector on images, folders, globs or videos and return `Detections` in original-image pixels.
 
     `model` is a YoloNAS (wrapped in a `TorchBackend`) or any `Backend`. `nms` defaults to `PREDICT_NMS`;
-    validation passes `VAL_NMS`. `preprocessing` defaults to the model's own.
+    validation passes `VAL_NMS`. `preprocessing` defaults to the model's own. With `tiles` (a `TileConfig`, or a
+    tile size: overlap 0.2), each image runs as overlapping tiles, each letterboxed to the input size, whose boxes
+    merge back (see `infer/tiling.py`): `model.predict("drone.jpg", tiles=640)`.
     """
 
     def __init__(self, model, nms: NMSConfig | None = None, device: torch.device | str = "cpu",
                  batch_size: int = 8, half: bool = False, preprocessing: Preprocessing | None = None,
-                 class_names: list[str] | None = None, bf16: bool = False):
+                 class_names: list[str] | None = None, bf16: bool = False, tiles: TileConfig | int | None = None):
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.device = checked_device(device)
@@ -148,13 +151,16 @@ class Predictor:
         self.batch_size = batch_size
         self.preprocessing = preprocessing or getattr(self.backend, "preprocessing", None) or Preprocessing()
         self.class_names = class_names or getattr(self.backend, "class_names", None)
+        self.tiles = TileConfig(tiles) if isinstance(tiles, int) and not isinstance(tiles, bool) else tiles
+        self._said_whole = False  # the notice that images no larger than a tile run whole, given once
         self.skipped: list[tuple[str, str]] = []  # (file, reason) of the inputs the last predict/stream left out
         # A channels-last backend (TorchBackend's default) gets its input letterboxed in that layout: no copy.
         channels_last = getattr(self.backend, "memory_format", None) == torch.channels_last
         self.input_format = torch.channels_last if channels_last else torch.contiguous_format
         h, w = self.preprocessing.image_size
-        log.info("predict: %s; input %dx%d (h x w), batch %d on %s%s", self.nms.describe(), h, w, batch_size,
-                 self.device, " fp16" if half else " bf16" if bf16 else "")
+        log.info("predict: %s; input %dx%d (h x w), batch %d on %s%s%s", self.nms.describe(), h, w, batch_size,
+                 self.device, " fp16" if half else " bf16" if bf16 else "",
+                 f"; {self.tiles.describe()}" if self.tiles else "")
 
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray], names: list[str] | None = None) -> list[Detections]:
@@ -169,23 +175,76 @@ class Predictor:
         return out
 
     def _predict_batch(self, images: list[np.ndarray], names: list[str | None]) -> list[Detections]:
+        if self.tiles is not None:
+            return self._predict_tiled(images, names)
+        dets, infos, num_classes = self._detect(images)
+        return self._to_detections(dets, [(i.orig_h, i.orig_w) for i in infos], names, num_classes)
+
+    def _detect(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], list[LetterboxInfo], int]:
+        """Per image [n, 6] detections in its own pixels, the letterbox of each, and the number of classes."""
         x, infos = letterbox_batch(images, self.preprocessing, self.device, memory_format=self.input_format)
         if getattr(self.backend, "has_nms", False):
             dets, num_classes = self.backend.detect(x), len(self.class_names or [])
         else:
             boxes, scores = self.backend(x)
             dets, num_classes = postprocess(boxes, scores, self.nms), scores.shape[-1]
+        return batch_boxes_to_original(dets, infos), infos, num_classes
+
+    def _to_detections(self, dets: list[torch.Tensor], shapes: list[tuple[int, int]], names: list[str | None],
+                       num_classes: int) -> list[Detections]:
         class_names = self.class_names or [str(i) for i in range(num_classes)]
-        dets = batch_boxes_to_original(dets, infos)
         counts = [len(d) for d in dets]
         # One device-to-host copy for the whole batch.
         host = torch.cat(dets).cpu().numpy() if dets else np.zeros((0, 6), np.float32)
         result = []
-        for d, info, name in zip(np.split(host, np.cumsum(counts)[:-1]), infos, names):
+        for d, shape, name in zip(np.split(host, np.cumsum(counts)[:-1]), shapes, names):
             result.append(Detections(boxes=d[:, :4].astype(np.float32), scores=d[:, 4].astype(np.float32),
                                      class_ids=d[:, 5].astype(np.int64), class_names=class_names,
-                                     image_shape=(info.orig_h, info.orig_w), path=name))
+                                     image_shape=shape, path=name))
         return result
+
+    def _predict_tiled(self, images: list[np.ndarray], names: list[str | None]) -> list[Detections]:
+        """Every tile of every image through the backend in shared batches (an image's tiles in one at least),
+        boxes shifted back to the image, then merged per image (`merge_tiles`)."""
+        for i, image in enumerate(images):
+            check_image(image, names[i] or f"image {i}")
+        windows = [self._windows(image, name) for image, name in zip(images, names)]
+        crops = [image[y1:y2, x1:x2] for image, ws in zip(images, windows) for x1, y1, x2, y2 in ws.tolist()]
+        chunk = max(self.batch_size, *(len(w) for w in windows))
+        dets, infos, num_classes = [], [], 0
+        for start in range(0, len(crops), chunk):
+            d, i, num_classes = self._detect(crops[start:start + chunk])
+            dets.extend(d)
+            infos.extend(i)
+        flat, cut = self._shift_to_images(dets, infos, windows, images)
+        last_crop = np.cumsum([len(w) for w in windows])
+        boxes_before = np.concatenate([[0], np.cumsum([len(d) for d in dets])])[last_crop]
+        per_image = np.diff(boxes_before, prepend=0).tolist()
+        per_image, cuts = flat.split(per_image), cut.split(per_image)
+        merged = [merge_tiles(d, c, self.nms.iou_threshold, self.tiles, self.nms.class_agnostic,
+                              self.nms.max_detections) for d, c in zip(per_image, cuts)]
+        return self._to_detections(merged, [image.shape[:2] for image in images], names, num_classes)
+
+    def _windows(self, image: np.ndarray, name: str | None) -> np.ndarray:
+        """The image's tile windows; an image no larger than a tile runs whole, which is said once."""
+        h, w = image.shape[:2]
+        if h <= self.tiles.size and w <= self.tiles.size and not self._said_whole:
+            self._said_whole = True
+            log.warning("tile %d px is not smaller than %s (%dx%d): such images run whole, without tiles",
+                        self.tiles.size, name or "an image", w, h)
+        return self.tiles.windows(h, w)
+
+    def _shift_to_images(self, dets: list[torch.Tensor], infos: list[LetterboxInfo], windows: list[np.ndarray],
+                         images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All tile detections as one [N, 6] in their image's pixels, and [N] bool: cut by an inner tile border."""
+        counts = [len(d) for d in dets]
+        flat = torch.cat(dets) if dets else torch.zeros((0, 6))
+        sizes = np.concatenate([np.tile(image.shape[:2], (len(w), 1)) for image, w in zip(images, windows)])
+        # Per box: its window, its image's (h, w), and BORDER_PIXELS of model input in original pixels.
+        rows = np.concatenate([np.concatenate(windows), sizes, [[BORDER_PIXELS / i.scale] for i in infos]], axis=1)
+        rows = torch.from_numpy(np.repeat(rows, counts, axis=0)).to(flat.device, flat.dtype)
+        flat = torch.cat([flat[:, :4] + rows[:, [0, 1, 0, 1]], flat[:, 4:]], dim=1)
+        return flat, cut_by_border(flat[:, :4], rows[:, :4], rows[:, 4:6], rows[:, 6])
 
     def stream(self, source) -> Iterator[tuple[str, np.ndarray, Detections]]:
         """Yield (name, RGB image, Detections) per image or video frame, holding one batch in memory at a time."""

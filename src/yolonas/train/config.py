@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from yolonas.arch.spec import plain_types
+from yolonas.data.tiles import check_tiling
 from yolonas.errors import InputError
 
 
@@ -32,8 +33,17 @@ class DataConfig:
     # Crowd boxes (COCO iscrowd, a pseudo-label set's ignore band) as regions without background loss, rather than
     # dropped as before: anchors inside one that no real box claims are neither positives nor negatives.
     ignore_crowd: bool = True
+    # Small objects in large images: train on tiles of `tile` original pixels (each letterboxed to image_size) and
+    # validate with tiled inference at the same size; 0 trains and validates on whole images.
+    tile: int = 0
+    tile_overlap: float = 0.2  # fraction of the tile shared with its neighbour
+    tile_empty: float = 0.1  # fraction of the tiles without a box kept for training (a fixed draw)
 
     def __post_init__(self) -> None:
+        if self.tile:
+            check_tiling(self.tile, self.tile_overlap)
+        if not 0 <= self.tile_empty <= 1:
+            raise InputError(f"data.tile_empty {self.tile_empty}: give the fraction of empty tiles kept, in [0, 1]")
         if self.image_size < 32 or self.image_size % 32:
             raise InputError(f"image size {self.image_size}: give a positive multiple of 32 (320, 416, 640)")
         for name in ("batch_size", "val_batch_size"):

@@ -25,11 +25,13 @@ from yolonas.arch.model import YoloNAS, build
 from yolonas.arch.spec import BUILTIN, ArchSpec
 from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
 from yolonas.data.splits import open_splits
+from yolonas.data.tiles import TiledDataset
 from yolonas.data.transforms import Compose
 from yolonas.errors import CheckpointError, InputError
 from yolonas.eval.coco import STAT_NAMES
 from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
+from yolonas.infer.tiling import TileConfig
 from yolonas.preprocess import Preprocessing
 from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig, load_recipe
 from yolonas.train.distill import KD_KEYS, Distiller
@@ -286,6 +288,10 @@ class Trainer:
         splits = open_splits(data.path, (data.train_split, data.val_split), data.images, data.cache,
                              quiet=not self.dist.is_main)
         self.train_data, self.val_data = splits[data.train_split], splits[data.val_split]
+        self.tiles = TileConfig(data.tile, data.tile_overlap) if data.tile else None
+        if data.tile:
+            self.train_data = TiledDataset(self.train_data, data.tile, data.tile_overlap, data.tile_empty,
+                                           seed=self.cfg.run.seed)
 
     def _build_model(self, model: YoloNAS | None, ckpt: dict | None) -> None:
         """The network on its device and in its memory layout; its EMA copy; `net`, what the loop calls (DDP)."""
@@ -624,7 +630,7 @@ class Trainer:
     def validate(self, plots: bool = False) -> dict[str, float]:
         """COCO metrics of the EMA model on the validation data, through the same Predictor as predict."""
         metrics = validate(self.eval_model, self.val_data, batch_size=self.cfg.data.val_batch_size,
-                           device=self.device, plots_dir=self.run_dir if plots else None)
+                           device=self.device, plots_dir=self.run_dir if plots else None, tiles=self.tiles)
         return metrics.to_dict()
 
     def end_epoch(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict, seconds: float) -> None:
