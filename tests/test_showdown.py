@@ -1,9 +1,11 @@
-"""The showdown: a tiny CPU run end to end, the missing-Ultralytics path, merging, the budget rule, the v8 child."""
+"""The showdown: a tiny CPU run end to end, the families, seeds and ties, the multi-data summary, the one-line errors
+(unknown model, a COCO JSON the peer cannot read, Ultralytics missing or failing), latency, the Ultralytics child."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,24 +13,36 @@ import torch
 
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
-from yolonas.data import make_synthetic_dataset
-from yolonas.deploy.export import export_onnx
+from yolonas.data import make_synthetic_dataset, open_dataset
+from yolonas.deploy.export import export_onnx, export_openvino
 from yolonas.errors import InputError
 from yolonas.nas.pareto import pareto_front
 from yolonas.showdown import (
     INSTALL_HINT,
     ShowdownConfig,
+    aggregate,
     epochs_for_budget,
+    family,
+    head_to_head,
+    mean_rows,
     peer_data,
     peer_predictions_to_coco,
     run_showdown,
+    standing,
     time_together,
     torch_threads,
     write_report,
 )
+from yolonas.showdown.budget import budget_decision
+from yolonas.showdown.campaign import budget_share
+from yolonas.showdown.config import check_config, dataset_names, nms_free
+from yolonas.showdown.peer import run_child
+from yolonas.showdown.summary import summary_row
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
+needs_peer = pytest.mark.skipif(not PEER_PYTHON.is_file(),
+                                reason="needs .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh)")
 
 
 @pytest.fixture(scope="module")
@@ -36,82 +50,188 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("showdown_data"), n_images=8, n_val=4, size=96)
 
 
-def _cfg(data: Path, project: Path, models: tuple[str, ...], **kw) -> ShowdownConfig:
+def _cfg(data, project: Path, models: tuple[str, ...], **kw) -> ShowdownConfig:
     kw = {"threads": 1, **kw}
     return ShowdownConfig(data=str(data), models=models, epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
                           calib_images=4, latency_runs=3, project=str(project), name="t", **kw)
 
 
-def test_tiny_showdown_writes_table_plot_json_and_v8_install_hint(tiny_data, tmp_path):
+def test_tiny_showdown_writes_reports_summary_and_install_hint(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, ("yolo_nas_tiny", "yolov8n"), ultralytics_python=str(tmp_path / "no" / "python"))
     threads = torch.get_num_threads()
     with torch_threads(2):  # not --threads 1: the call must give back the count it found, not leave its own
-        result = run_showdown(cfg)
+        summary = run_showdown(cfg)
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == threads
     run = tmp_path / "t"
-    for file in ("showdown.md", "showdown.json", "frontier.png", "yolo_nas_tiny.json", "yolov8n.json"):
-        assert (run / file).is_file(), file
-    ours, peer = result["rows"]
-    assert ours["model"] == "yolo_nas_tiny" and ours["status"] == "ok"
+    sub = run / tiny_data.parent.name  # one sub-run per data set, named after its folder
+    assert summary["datasets"] == {sub.name: str(sub)}
+    for file in ("showdown.md", "showdown.json", "frontier.png", "yolo_nas_tiny_seed0.json", "yolov8n_seed0.json"):
+        assert (sub / file).is_file(), file
+    assert (run / "summary.md").is_file() and (run / "summary.json").is_file()
+    ours, peer = json.loads((sub / "showdown.json").read_text())["rows"]
+    assert ours["model"] == "yolo_nas_tiny" and ours["status"] == "ok" and ours["seed"] == 0
     assert 0.0 <= ours["AP"] <= 1.0 and 0.0 <= ours["AP_int8"] <= 1.0
     assert ours["params"] > 0 and ours["gflops"] > 0
+    assert Path(ours["int8_ir"]).suffix == ".xml" and Path(ours["int8_ir"]).is_file()  # NNCF OpenVINO IR
     assert ours["latency_fp32_ms"] > 0 and ours["latency_int8_ms"] > 0
+    assert ours["latency_runtimes"] == {"fp32": "onnxruntime", "int8": "openvino"}
     assert ours["latency_timed_with"] == ["yolo_nas_tiny"]  # re-timed after the last model, with every finished one
     assert ours["train_threads"] == 1  # --threads holds for training too, not only for timing
-    assert (run / "yolo_nas_tiny" / "model_int8.onnx").is_file()
     assert peer["status"] == "missing" and INSTALL_HINT in peer["message"]
-    table = (run / "showdown.md").read_text()
-    assert "| yolo_nas_tiny | 1 |" in table and INSTALL_HINT in table
-    assert "CPU training: yolo_nas_tiny" in table and "on 1 thread(s)" in table
-    assert (run / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # a second call finds the model done and does not train it again
-    mtime = (run / "yolo_nas_tiny.json").stat().st_mtime_ns
+    table = (sub / "showdown.md").read_text()
+    assert "| yolo_nas_tiny | YOLO-NAS | 1 | 1 |" in table and INSTALL_HINT in table
+    assert "training threads 1" in table and "seeds 0" in table and "epochs run 1" in table
+    assert "CPU training (mean over seeds): yolo_nas_tiny" in table
+    assert (sub / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| " + sub.name + " | yolo_nas_tiny | 1 | 1 |" in (run / "summary.md").read_text()
+    assert summary["failed"] == []  # missing is not failed: the row says how to install
+    # a second call finds the run done and does not train it again
+    mtime = (sub / "yolo_nas_tiny_seed0.json").stat().st_mtime_ns
     run_showdown(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",)))
-    assert (run / "yolo_nas_tiny.json").stat().st_mtime_ns == mtime
+    assert (sub / "yolo_nas_tiny_seed0.json").stat().st_mtime_ns == mtime
 
 
-def _row(model: str, family: str, ap: float, lat: float, **kw) -> dict:
-    return {"model": model, "family": family, "status": "ok", "epochs": 100, "AP": ap, "AP50": ap + 0.1, "APs": 0.0,
-            "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0, "latency_fp32_ms": lat, "backend": "onnxruntime",
-            "threads": 2, "settings": {"data": "d", "imgsz": 640, "batch": 16, "seed": 0, "split": "val",
-                                       "train_split": "train", "backend": "onnxruntime"}, **kw}
+def test_a_coco_json_fails_the_peer_row_in_one_line_while_ours_completes(tiny_data, tmp_path, monkeypatch, capsys):
+    from yolonas import cli  # noqa: PLC0415
+
+    coco = tmp_path / "coco" / "instances.json"
+    coco.parent.mkdir()
+    gt = open_dataset(tiny_data, "train").to_coco()
+    gt["images"] = [{**im, "file_name": str(Path(im["file_name"]).resolve())} for im in gt["images"]]
+    coco.write_text(json.dumps(gt))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["yolonas", "showdown", "--data", str(coco), "--models", "yolo_nas_tiny,yolo11n",
+                                     "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu",
+                                     "--workers", "0", "--threads", "1", "--calib-images", "4", "--no-int8",
+                                     "--name", "c"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 1 run(s) failed: yolo11n on instances:") and "give a YOLO data.yaml" in err
+    summary = json.loads((tmp_path / "runs" / "showdown" / "c" / "summary.json").read_text())
+    status = {r["model"]: r["status"] for r in summary["per_dataset"]}
+    assert status == {"yolo_nas_tiny": "ok", "yolo11n": "failed"}
 
 
-def test_report_merges_per_model_files_written_by_separate_calls(tmp_path):
-    (tmp_path / "yolov8s.json").write_text(json.dumps(_row("yolov8s", "YOLOv8", 0.30, 80.0, AP_int8=0.28,
-                                                           latency_int8_ms=40.0)))
-    (tmp_path / "yolo_nas_s.json").write_text(json.dumps(_row("yolo_nas_s", "YOLO-NAS", 0.32, 85.0)))
-    (tmp_path / "notes.json").write_text("{}")  # not a model: ignored
+def test_unknown_model_is_a_one_line_error_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from yolonas import cli  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["yolonas", "showdown", "--data", str(tmp_path), "--models", "yolo_nas_s,yolov9s"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --models: unknown model 'yolov9s'") and "yolo26s" in err and "\n" not in err
+    assert not (tmp_path / "runs" / "showdown" / "exp").exists()
+
+
+def test_families_are_plain_data():
+    assert [family(m) for m in ("yolo_nas_s", "yolov8m", "yolo11s", "yolo26l", "yolo_nas_tiny")] == [
+        "YOLO-NAS", "YOLOv8", "YOLO11", "YOLO26", "YOLO-NAS"]
+    assert nms_free("yolo26s") and not nms_free("yolo11s") and not nms_free("yolo_nas_s")
+    with pytest.raises(InputError, match="unknown model 'yolo26x'"):
+        family("yolo26x")
+    assert dataset_names(["a/aquarium/data.yaml", "b/aquarium/data.yaml", "c/cars.json"]) == [
+        "aquarium", "aquarium-2", "cars"]
+
+
+def test_config_errors_are_input_errors(tiny_data, tmp_path):
+    with pytest.raises(InputError, match="--backend"):
+        check_config(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), backend="tensorrt"))
+    with pytest.raises(InputError, match="--seeds 0"):
+        check_config(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), seeds=0))
+    with pytest.raises(InputError, match="nope.yaml: not found"):
+        check_config(_cfg(f"{tiny_data},nope.yaml", tmp_path, ("yolo_nas_tiny",)))
+
+
+def _row(model: str, fam: str, ap: float, lat: float = 80.0, seed: int = 0, **kw) -> dict:
+    return {"model": model, "family": fam, "status": "ok", "seed": seed, "epochs": 100, "AP": ap, "AP50": ap + 0.1,
+            "APs": ap / 2, "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0, "latency_fp32_ms": lat,
+            "backend": "onnxruntime", "threads": 2, "train_s": 1800.0,
+            "settings": {"data": "d", "imgsz": 640, "batch": 16, "split": "val", "train_split": "train",
+                         "backend": "onnxruntime"}, **kw}
+
+
+def _write(folder: Path, row: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{row['model']}_seed{row['seed']}.json").write_text(json.dumps(row))
+
+
+def test_seeds_give_mean_and_spread_and_close_results_are_ties(tmp_path):
+    for seed, (a, b) in enumerate(((0.30, 0.33), (0.32, 0.35), (0.34, 0.31))):
+        _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", a, seed=seed))
+        _write(tmp_path, _row("yolo11s", "YOLO11", b, seed=seed))
+    _write(tmp_path, _row("yolo26s", "YOLO26", 0.50, seed=0, nms_free=True))
+    (tmp_path / "notes.json").write_text("{}")  # not a row: ignored
     result = write_report(tmp_path, "yolonas showdown ...")
-    assert [r["model"] for r in result["rows"]] == ["yolo_nas_s", "yolov8s"]
+    nas, y11, y26 = result["models"]
+    assert [m["model"] for m in result["models"]] == ["yolo_nas_s", "yolo11s", "yolo26s"]  # family order
+    assert nas["seeds"] == [0, 1, 2] and nas["AP"] == pytest.approx(0.32) and nas["AP_spread"] == pytest.approx(0.02)
+    assert y26["AP_spread"] is None
+    # yolo11s 0.33 +- 0.02 against yolo_nas_s 0.32 +- 0.02: inside the seed spread, a tie
+    (v,) = [v for v in result["head_to_head"] if v["b"] == "yolo11s"]
+    assert v["winner"] is None and v["noise_source"] == "seed spread" and "tie" in v["text"]
+    # yolo26s (one seed) 0.50 against 0.33: beyond the one-seed default noise, a winner
+    (w,) = [v for v in result["head_to_head"] if v["a"] == "yolo11s"]
+    assert w["winner"] == "yolo26s" and w["noise_source"] == "one-seed default"
     table = (tmp_path / "showdown.md").read_text()
-    assert "| yolov8s | 100 | 30.0 | 40.0 |" in table and "| -2.00 |" in table
-    assert "WARNING" not in table
-    other = _row("yolov8m", "YOLOv8", 0.35, 200.0)
+    assert "| yolo_nas_s | YOLO-NAS | 3 | 100 | 32.0 | 2.0 |" in table
+    assert "NMS-free: end-to-end head, no NMS |" in table and "WARNING" not in table
+    assert "yolo_nas_s vs yolo11s: tie" in table and "yolo26s ahead of yolo11s by 17.0 pts" in table
+
+
+def test_the_best_row_says_tie_under_the_one_seed_noise():
+    rows = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.320), _row("yolov8s", "YOLOv8", 0.310),
+                      _row("yolo11s", "YOLO11", 0.280)])
+    assert standing(rows) == {"yolo_nas_s": "tie for best", "yolov8s": "tie for best", "yolo11s": "-4.0"}
+    assert standing(rows, default=0.005) == {"yolo_nas_s": "best", "yolov8s": "-1.0", "yolo11s": "-4.0"}
+    assert [v["winner"] for v in head_to_head(rows)] == [None, "yolo_nas_s", "yolov8s"]
+
+
+def test_a_model_run_with_other_settings_is_flagged(tmp_path):
+    _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", 0.32))
+    other = _row("yolov8m", "YOLOv8", 0.35)
     other["settings"] = {**other["settings"], "imgsz": 320}
-    (tmp_path / "yolov8m.json").write_text(json.dumps(other))
+    _write(tmp_path, other)
     write_report(tmp_path)
     assert "WARNING: yolov8m ran with other settings" in (tmp_path / "showdown.md").read_text()
 
 
-def test_latencies_are_retaken_side_by_side_and_a_mixed_table_is_flagged(tmp_path):
+def test_summary_means_over_data_sets_and_ap_per_training_hour():
+    a = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.30, train_s=3600.0), _row("yolo11s", "YOLO11", 0.20)])
+    b = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.40, train_s=7200.0),
+                   {"model": "yolo11s", "family": "YOLO11", "status": "failed", "seed": 0, "message": "m"}])
+    rows = [summary_row("aquarium", m) for m in a] + [summary_row("cars", m) for m in b]
+    assert rows[0]["AP_per_hour"] == pytest.approx(30.0)  # 30 AP points in 1 h
+    assert rows[1]["AP_per_hour"] == pytest.approx(40.0)  # 20 points in 0.5 h
+    nas, y11 = mean_rows(rows)
+    assert nas["datasets"] == 2 and nas["AP"] == pytest.approx(0.35) and nas["APs"] == pytest.approx(0.175)
+    assert nas["train_h"] == pytest.approx(1.5) and nas["AP_per_hour"] == pytest.approx((30.0 + 20.0) / 2)
+    assert y11["datasets"] == 1 and y11["AP"] == pytest.approx(0.20)  # the failed data set is left out
+
+
+def test_latencies_of_onnx_and_openvino_files_are_retaken_side_by_side(tmp_path):
     torch.manual_seed(0)
     onnx = export_onnx(build(yolo_nas_tiny()).eval(), tmp_path / "tiny.onnx", image_size=(64, 64))
+    ir = export_openvino(onnx, tmp_path / "tiny.xml")
     # as left by two separate calls: each timed alone, long ago, at different machine load
-    (tmp_path / "yolov8s.json").write_text(json.dumps(_row("yolov8s", "YOLOv8", 0.30, 999.0, onnx_fp32=str(onnx),
-                                                           latency_timed_with=["yolov8s"])))
-    (tmp_path / "yolo_nas_s.json").write_text(json.dumps(_row("yolo_nas_s", "YOLO-NAS", 0.32, 1.0,
-                                                              onnx_fp32=str(onnx), latency_timed_with=["yolo_nas_s"])))
+    _write(tmp_path, _row("yolov8s", "YOLOv8", 0.30, 999.0, onnx_fp32=str(onnx), int8_ir=str(ir),
+                          latency_timed_with=["yolov8s"]))
+    _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", 0.32, 1.0, onnx_fp32=str(onnx), latency_timed_with=["yolo_nas_s"]))
+    _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", 0.33, 1.0, seed=1, onnx_fp32=str(onnx),
+                          latency_timed_with=["yolo_nas_s"]))
     write_report(tmp_path)
     assert "not all timed together" in (tmp_path / "showdown.md").read_text()
     cfg = ShowdownConfig(data="d", imgsz=64, threads=1, latency_runs=3)
     assert time_together(tmp_path, cfg) == ["yolo_nas_s", "yolov8s"]
-    rows = write_report(tmp_path)["rows"]
+    models = write_report(tmp_path)["models"]
     # the same file timed side by side: the stale 999 ms and 1 ms are gone, and the two agree
-    lat = [r["latency_fp32_ms"] for r in rows]
+    lat = [m["latency_fp32_ms"] for m in models]
     assert 999.0 not in lat and 1.0 not in lat and max(lat) / min(lat) < 5
-    assert all(r["latency_timed_with"] == ["yolo_nas_s", "yolov8s"] for r in rows)
+    assert models[1]["latency_int8_ms"] > 0 and models[0].get("latency_int8_ms") is None  # the IR through OpenVINO
     assert "not all timed together" not in (tmp_path / "showdown.md").read_text()
 
 
@@ -127,6 +247,12 @@ def test_budget_rule():
     assert epochs_for_budget(60, 360, [10.0], [120.0], 100) == 1  # already over budget: the probe stands
     with pytest.raises(InputError, match="--budget"):
         epochs_for_budget(0, 0, [1.0], [1.0], 10)
+    # two seeds each: twice the training and the after-work -> (3600 - 360 - 600) / 60
+    probes = [{"model": "a", "status": "ok", "train_s": 10.0, "after_s": 120.0},
+              {"model": "b", "status": "ok", "train_s": 20.0, "after_s": 180.0}]
+    assert budget_decision(60, 360, probes, 300, [2, 2])["epochs"] == 44
+    # 90 min over 3 data sets: the first gets 30; after 40 min spent, the second gets (90 - 40) / 2 = 25
+    assert budget_share(90, 0, 3) == 30 and budget_share(90, 40 * 60, 2) == 25
 
 
 def test_torch_threads_are_given_back_even_on_error():
@@ -151,26 +277,38 @@ def test_peer_predictions_map_to_our_image_and_category_ids():
         peer_predictions_to_coco([{**preds[0], "file_name": "b.jpg"}], {"a.jpg": 7}, [10, 20, 30])
 
 
-def test_unknown_model_and_backend_are_input_errors(tiny_data, tmp_path):
-    with pytest.raises(InputError, match="unknown model 'yolov9'"):
-        run_showdown(_cfg(tiny_data, tmp_path, ("yolov9",)))
-    with pytest.raises(InputError, match="--backend"):
-        run_showdown(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), backend="tensorrt"))
+def test_a_failing_child_is_one_line_with_its_log(tmp_path):
+    cmd = [sys.executable, "-c", "import sys; print('progress', file=sys.stderr); "
+           "print('Ultralytics cannot build yolo26s.yaml: no such file', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(InputError, match=r"yolo26s: the Ultralytics child failed \(exit 3\): Ultralytics cannot "
+                                         r"build yolo26s.yaml: no such file \(full log: "):
+        run_child(cmd, "yolo26s", tmp_path)
 
 
-@pytest.mark.skipif(not PEER_PYTHON.is_file(), reason="needs .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh)")
-def test_ultralytics_child_smoke(tiny_data, tmp_path, monkeypatch):
+@needs_peer
+def test_the_child_names_a_model_ultralytics_cannot_build(tmp_path):
+    """The real child on a name it cannot build: exit 3, the reason as the last log line (before any training)."""
+    script = REPO / "benchmarks" / "peers" / "ultralytics_showdown.py"
+    cmd = [str(PEER_PYTHON), str(script), "--model", "yolo26q", "--data", "none.yaml", "--out", str(tmp_path),
+           "--threads", "1"]
+    with pytest.raises(InputError, match=r"exit 3\): Ultralytics cannot build yolo26q.yaml"):
+        run_child(cmd, "yolo26q", tmp_path)
+
+
+@needs_peer
+def test_ultralytics_child_smoke_nms_free_yolo26(tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the default interpreter path is relative to the repo root
     monkeypatch.delitem(os.environ, "YOLONAS_ULTRALYTICS_PYTHON", raising=False)
     # 2 threads: Ultralytics alone would train on cpu_count - 1 (1 on 2 cores, 15 on 16)
-    result = run_showdown(_cfg(tiny_data, tmp_path, ("yolov8n",), threads=2))
-    (row,) = result["rows"]
+    summary = run_showdown(_cfg(tiny_data, tmp_path, ("yolo26n",), threads=2))
+    report = json.loads((Path(summary["datasets"][tiny_data.parent.name]) / "showdown.json").read_text())
+    (row,) = report["rows"]
     assert row["status"] == "ok", row.get("message")
-    assert row["train_threads"] == 2
+    assert row["train_threads"] == 2 and row["nms_free"] is True
     assert row["params"] > 1e6 and 0.0 <= row["AP"] <= 1.0 and 0.0 <= row["AP_int8"] <= 1.0
     assert row["latency_fp32_ms"] > 0 and row["latency_int8_ms"] > 0
-    assert "per-channel" in row["int8_recipe"]
-    assert Path(row["onnx_int8"]).is_file()
+    assert "export(format='openvino', int8)" in row["int8_recipe"]
+    assert Path(row["int8_ir"]).suffix == ".xml" and Path(row["int8_ir"]).is_file()
 
 
 def test_peer_data_finds_the_labels_of_linked_images(tmp_path):

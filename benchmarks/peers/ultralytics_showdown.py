@@ -1,20 +1,23 @@
-"""One YOLOv8 model for `yolonas showdown`: train from its yaml (no download), predict the eval split, export, INT8.
+"""One Ultralytics model (YOLOv8, YOLO11, YOLO26) for `yolonas showdown`: train from its yaml (no download),
+predict the eval split, export ONNX, export its own OpenVINO INT8 and predict again.
 
 Run inside .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh) by yolonas.showdown, which scores the
-predictions with its own COCO evaluator and times the ONNX files itself. Steps, into --out:
-  1. train `YOLO("<model>.yaml")` from scratch on --data with the given epochs/imgsz/batch/seed, Ultralytics'
-     default hyper-parameters, no validation during training (the last weights are scored, like ours);
-     a cut-off run resumes from its last.pt;
+predictions with its own COCO evaluator and times the exported files itself. Steps, into --out:
+  1. build `YOLO("<model>.yaml")` (a name it cannot build fails here, in one line, exit 3); train it from scratch
+     on --data with the given epochs/imgsz/batch/seed, Ultralytics' default hyper-parameters, no validation during
+     training (the last weights are scored, like ours); a cut-off run resumes from its last.pt;
   2. `val(conf=0.01, iou=0.7, max_det=300, save_json=True)` on the data.yaml's `val`: COCO-format detections
-     (Ultralytics' own evaluation path: multi-label NMS, boxes in original pixels) -> pred_fp32.json;
-  3. ONNX export (Ultralytics' exporter, batch 1, static, no NMS) -> model_fp32.onnx;
-  4. with --int8-calib: onnxruntime static INT8 with the recipe of yolonas.quant (QDQ, int8 per-channel symmetric
-     weights, uint8 per-tensor activations, percentile 99.99, Conv/Relu/Add/Concat/MaxPool nodes, box decode
-     left float) calibrated on the listed images letterboxed as Ultralytics' predictor does -> model_int8.onnx,
-     then step 2 again on it -> pred_int8.json.
+     (Ultralytics' own evaluation path, boxes in original pixels; the JSON holds the very detections its metrics
+     count) -> pred_fp32.json. With --nms-free (YOLO26) val runs with nms=False: the end-to-end (one-to-one) head's
+     top max_det by score, no NMS, as Ultralytics ships it; otherwise multi-label NMS at IoU 0.7;
+  3. ONNX export (Ultralytics' exporter, batch 1, static; no NMS, or the end-to-end head with --nms-free)
+     -> model_fp32.onnx;
+  4. with --int8-data: Ultralytics' own OpenVINO INT8 export (`export(format="openvino", int8)`, NNCF) calibrated
+     on that data.yaml's val images (the parent lists the same train images it calibrates ours on)
+     -> model_int8_openvino_model/, then step 2 again on it -> pred_int8.json.
 Prints one line `SHOWDOWN_RESULT {json}` on stdout; everything else goes to stderr.
 
-    .venv-ultralytics/bin/python benchmarks/peers/ultralytics_showdown.py --model yolov8s --data D --out DIR
+    .venv-ultralytics/bin/python benchmarks/peers/ultralytics_showdown.py --model yolo11s --data D --out DIR
 """
 
 from __future__ import annotations
@@ -30,9 +33,6 @@ from pathlib import Path
 
 from _offline import NETWORK_ATTEMPTS, go_offline, settings
 
-QUANT_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Add", "Concat", "MaxPool"]  # as yolonas.quant.calibration
-PERCENTILE = 99.99
-
 
 def _settings() -> None:
     settings()
@@ -44,6 +44,10 @@ def _settings() -> None:
     # Checkpoints embed results.csv read with polars, which the venv leaves out (benchmarks/peers/README.md);
     # the standard csv module reads the same table.
     trainer.BaseTrainer.read_results_csv = _read_results_csv
+    # The data.yaml check looks for a plotting font and fetches it from the web when absent: not needed here.
+    import ultralytics.data.utils as data_utils  # noqa: PLC0415
+
+    data_utils.check_font = lambda font="Arial.ttf": None
 
 
 def _read_results_csv(self) -> dict:
@@ -80,13 +84,20 @@ def train(args, out: Path) -> dict:
     return record
 
 
+def _head(args) -> dict:
+    """val/export arguments that pick the head: nms=False selects YOLO26's end-to-end head (8.4's default, None,
+    runs its one-to-many head with NMS)."""
+    return {"nms": False} if args.nms_free else {}
+
+
 def predict_json(weights: Path, args, out: Path, name: str, device: str, batch: int) -> tuple[Path, dict]:
     """Ultralytics' val with save_json at the showdown's thresholds: (COCO detections file, its own metrics)."""
     from ultralytics import YOLO  # noqa: PLC0415
 
     metrics = YOLO(str(weights), task="detect").val(
         data=args.data, split="val", imgsz=args.imgsz, batch=batch, conf=0.01, iou=0.7, max_det=300,
-        save_json=True, plots=False, project=str(out), name=name, exist_ok=True, device=device, verbose=False)
+        save_json=True, plots=False, project=str(out), name=name, exist_ok=True, device=device, verbose=False,
+        **_head(args))
     target = out / f"ultralytics_{name}.json"
     saved = out / name / "predictions.json"
     if saved.is_file():
@@ -97,92 +108,54 @@ def predict_json(weights: Path, args, out: Path, name: str, device: str, batch: 
 
 
 def export(weights: Path, args, out: Path) -> Path:
-    """Ultralytics' own ONNX export of the trained weights: batch 1, static, no NMS."""
+    """Ultralytics' own fp32 ONNX export of the trained weights: batch 1, static, no NMS (or the end-to-end head)."""
     import importlib.util  # noqa: PLC0415
 
     from ultralytics import YOLO  # noqa: PLC0415
 
-    path = YOLO(str(weights)).export(format="onnx", imgsz=args.imgsz, batch=1, dynamic=False, nms=False,
-                                     simplify=importlib.util.find_spec("onnxslim") is not None, half=False,
-                                     device="cpu")
+    path = YOLO(str(weights)).export(format="onnx", imgsz=args.imgsz, batch=1, dynamic=False, device="cpu",
+                                     simplify=importlib.util.find_spec("onnxslim") is not None, **_head(args))
     target = out / "model_fp32.onnx"
     Path(path).replace(target)
     return target
 
 
-def _network_nodes(model) -> tuple[list[str], list[str]]:
-    """(nodes to quantize, nodes excluded): every node of the INT8 op types but the Detect head's decode glue
-    (DFL conv, concats, reshapes after the head's convs), like yolonas quantizes only the network proper."""
-    heads = [n.name for n in model.graph.node if "/cv2." in n.name or "/cv3." in n.name]
-    head_prefix = heads[0].split("/cv")[0] + "/" if heads else None
-    keep, skip = [], []
-    for node in model.graph.node:
-        if node.op_type not in QUANT_OP_TYPES:
-            continue
-        in_head_convs = "/cv2." in node.name or "/cv3." in node.name
-        decode = head_prefix and node.name.startswith(head_prefix) and not in_head_convs
-        (skip if decode else keep).append(node.name)
-    return keep, skip
+def export_int8(weights: Path, args, out: Path) -> tuple[Path, str]:
+    """Ultralytics' own OpenVINO INT8 export (NNCF, its recipe) of the trained weights, calibrated on the images of
+    --int8-data (the showdown's calibration images); (the IR's .xml, the recipe in words)."""
+    import nncf  # noqa: PLC0415
+    import openvino  # noqa: PLC0415
+    from ultralytics import YOLO  # noqa: PLC0415
+
+    # quantize=8 is what `int8=True` maps to in 8.4 (a deprecated alias); batch 1: calibration one image at a time
+    folder = Path(YOLO(str(weights)).export(format="openvino", quantize=8, data=args.int8_data, split="val",
+                                            imgsz=args.imgsz, batch=1, dynamic=False, device="cpu",
+                                            **_head(args)))
+    target = out / "model_int8_openvino_model"  # the name must end as Ultralytics' loader expects
+    if target.exists():
+        shutil.rmtree(target)
+    folder.replace(target)
+    recipe = (f"Ultralytics export(format='openvino', int8): NNCF {nncf.__version__} PTQ, mixed preset, its Detect "
+              f"head's decode and sigmoid float, calibrated on the {args.calib_images} listed train images; "
+              f"OpenVINO {openvino.__version__}")
+    return next(target.glob("*.xml")), recipe
 
 
-def quantize(onnx_fp32: Path, calib_list: Path, imgsz: int, out: Path) -> tuple[Path, str]:
-    """Static INT8 QDQ with the yolonas recipe, calibrated on the listed images; (file, recipe description)."""
-    import cv2  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import onnx  # noqa: PLC0415
-    import onnxruntime  # noqa: PLC0415
-    from onnxruntime.quantization import (  # noqa: PLC0415
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
-    from ultralytics.data.augment import LetterBox  # noqa: PLC0415
+def build_check(model: str) -> None:
+    """Build `<model>.yaml` once before any work, so that a name Ultralytics cannot build fails in one clear line."""
+    from ultralytics import YOLO  # noqa: PLC0415
 
-    files = [line.strip() for line in calib_list.read_text().splitlines() if line.strip()]
-    letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False)  # what its predictor does for a static ONNX
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str):
-            self.name, self.i = name, 0
-
-        def get_next(self):
-            if self.i >= len(files):
-                return None
-            image = letterbox(image=cv2.imread(files[self.i]))
-            self.i += 1
-            x = image[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0  # BGR -> RGB, [0, 1]
-            return {self.name: np.ascontiguousarray(x)}
-
-    prepared = out / "model_fp32_prepared.onnx"
-    quant_pre_process(str(onnx_fp32), str(prepared))
-    model = onnx.load(str(prepared))
-    keep, skip = _network_nodes(model)
-    target = out / "model_int8.onnx"
-    with contextlib.redirect_stdout(sys.stderr):
-        quantize_static(str(prepared), str(target), Reader(model.graph.input[0].name), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=QUANT_OP_TYPES, nodes_to_quantize=keep, nodes_to_exclude=skip,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                       "CalibPercentile": PERCENTILE, "CalibTensorRangeSymmetric": False})
-    # Ultralytics reads names, stride and imgsz from the metadata: carry it over from the float export
-    q = onnx.load(str(target))
-    del q.metadata_props[:]
-    for p in onnx.load(str(onnx_fp32), load_external_data=False).metadata_props:
-        q.metadata_props.add(key=p.key, value=p.value)
-    onnx.save(q, str(target))
-    recipe = (f"onnxruntime {onnxruntime.__version__} quantize_static: QDQ, int8 per-channel symmetric weights, uint8 "
-              f"per-tensor activations, percentile {PERCENTILE} on {len(files)} train images; {len(keep)} nodes "
-              f"INT8, {len(skip)} decode nodes float")
-    return target, recipe
+    try:
+        YOLO(f"{model}.yaml")
+    except Exception as e:  # noqa: BLE001 - any failure to build is reported the same way, as the last log line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"Ultralytics cannot build {model}.yaml: {first}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="yolov8n, yolov8s, yolov8m or yolov8l")
+    ap.add_argument("--model", required=True, help="yolov8s, yolo11s, yolo26s, ...: trains from <model>.yaml")
     ap.add_argument("--data", required=True, help="a data.yaml with absolute paths (train, val)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=100)
@@ -192,7 +165,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
-    ap.add_argument("--int8-calib", help="a text file of calibration image paths; INT8 is skipped without it")
+    ap.add_argument("--int8-data", help="a data.yaml whose val split holds the INT8 calibration images; INT8 is "
+                    "skipped without it")
+    ap.add_argument("--calib-images", type=int, default=0, help="how many calibration images (for the report)")
+    ap.add_argument("--nms-free", action="store_true", help="score and export the end-to-end head (YOLO26)")
     args = ap.parse_args()
     go_offline()
     # Ultralytics sets OMP_NUM_THREADS=1 on import and, on CPU, torch threads to cpu_count - 1 (1 on 2 cores),
@@ -212,6 +188,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # Ultralytics prints progress; stdout carries the result only
+        build_check(args.model)
         record = train(args, out)
         last, train_s = Path(record["last"]), record["train_s"]
         t1 = time.perf_counter()
@@ -219,6 +196,8 @@ def main() -> None:
         from ultralytics.utils.torch_utils import get_flops, get_num_params  # noqa: PLC0415
 
         model = YOLO(str(last))
+        if args.nms_free:  # fusion drops the head not in use: count the one that is scored
+            model.model.end2end = True
         model.fuse()
         params, gflops = get_num_params(model.model), get_flops(model.model, args.imgsz)
         pred_fp32, own = predict_json(last, args, out, "val_fp32", args.device, args.batch)
@@ -227,11 +206,11 @@ def main() -> None:
                   "train_threads": record.get("train_threads"),
                   "gflops": float(gflops), "pred_fp32": str(pred_fp32), "onnx_fp32": str(onnx_fp32),
                   "own_map": own["map"], "own_map50": own["map50"],
-                  "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}"}
-        if args.int8_calib:
-            onnx_int8, recipe = quantize(onnx_fp32, Path(args.int8_calib), args.imgsz, out)
-            pred_int8, own8 = predict_json(onnx_int8, args, out, "val_int8", "cpu", 1)
-            result.update({"onnx_int8": str(onnx_int8), "pred_int8": str(pred_int8), "int8_recipe": recipe,
+                  "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}", "nms_free": args.nms_free}
+        if args.int8_data:
+            int8_ir, recipe = export_int8(last, args, out)
+            pred_int8, own8 = predict_json(int8_ir.parent, args, out, "val_int8", "cpu", 1)
+            result.update({"int8_ir": str(int8_ir), "pred_int8": str(pred_int8), "int8_recipe": recipe,
                            "own_map_int8": own8["map"]})
     result.update({"after_s": time.perf_counter() - t1, "network_attempts": NETWORK_ATTEMPTS,
                    "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__}})

@@ -628,43 +628,49 @@ def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | 
 
 @app.command()
 def showdown(
-    data: Annotated[str, typer.Option("--data", "-d", help="A data.yaml (its train split trains, --split scores).")],
-    models: Annotated[str, typer.Option("--models", help="Comma-separated: yolo_nas_s,yolo_nas_m,yolo_nas_l,"
-                                        "yolov8s,yolov8m,yolov8l (yolo_nas_tiny, yolov8n for quick checks).")
-                      ] = "yolo_nas_s,yolo_nas_m,yolo_nas_l,yolov8s,yolov8m,yolov8l",
+    data: Annotated[str, typer.Option("--data", "-d", help="A data.yaml (its train split trains, --split scores), or "
+                                      "several comma-separated: one sub-run each, then a summary.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: yolo_nas_s|m|l (ours; yolo_nas_tiny for "
+                                        "quick checks) and Ultralytics' yolov8n|s|m|l, yolo11n|s|m|l, yolo26n|s|m|l.")
+                      ] = "yolo_nas_s,yolov8s,yolo11s,yolo26s",
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget: the ceiling).")] = 100,
-    budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call: a 1-epoch probe "
-                      "per model, then the epochs that fit.")] = None,
+    budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call, split over the data "
+                      "sets: a 1-epoch probe per model, then the epochs that fit.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Runs per model (seeds --seed, --seed + 1, ...): the table "
+                     "keeps mean and spread, and calls differences under the spread a tie.")] = 1,
     imgsz: Annotated[int, typer.Option("--imgsz")] = 640,
     batch: Annotated[int, typer.Option("--batch")] = 16,
     device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu, cuda, cuda:N.")] = "auto",
-    backend: Annotated[str, typer.Option("--backend", help="Latency backend for both families' ONNX files.")
+    backend: Annotated[str, typer.Option("--backend", help="fp32 latency backend (INT8 IRs run on OpenVINO).")
                        ] = "onnxruntime",
-    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also quantize (PTQ) and score INT8.")] = True,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also make and score each family's own OpenVINO "
+                                       "INT8.")] = True,
     split: Annotated[str, typer.Option("--split", help="The data.yaml key that is scored.")] = "val",
     calib_images: Annotated[int, typer.Option("--calib-images", help="INT8 calibration images (train split).")] = 64,
     workers: Annotated[int, typer.Option("--workers")] = 4,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for training (both families) and "
-                                              "ORT's for timing (default: all).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for training (every family) and for "
+                                              "timing (default: all).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
     ultralytics_python: Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
                                   "venv (default: $YOLONAS_ULTRALYTICS_PYTHON or .venv-ultralytics/bin/python).")
                                   ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo models whose result is already in the run folder.")
+    force: Annotated[bool, typer.Option("--force", help="Redo runs whose result is already in the run folder.")
                      ] = False,
     name: Annotated[str, typer.Option("--name", help="The run folder runs/showdown/<name>/ (results merge).")
                     ] = "exp",
     json_out: JsonOpt = None,
 ) -> None:
-    """YOLO-NAS vs YOLOv8 trained alike, scored by one COCO evaluator: table, frontier plot, JSON."""
+    """YOLO-NAS vs YOLOv8, YOLO11, YOLO26 trained alike, scored by one COCO evaluator, each on its fastest CPU path:
+    a table and frontier plot per data set, a summary over them, JSON."""
+    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.showdown import ShowdownConfig, run_showdown  # noqa: PLC0415
 
     cfg = ShowdownConfig(data=data, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                         budget_minutes=budget, imgsz=imgsz, batch=batch, device=device, backend=backend, int8=int8,
-                         split=split, calib_images=calib_images, workers=workers, threads=threads, seed=seed,
-                         ultralytics_python=ultralytics_python, force=force, name=name,
+                         budget_minutes=budget, seeds=seeds, imgsz=imgsz, batch=batch, device=device, backend=backend,
+                         int8=int8, split=split, calib_images=calib_images, workers=workers, threads=threads,
+                         seed=seed, ultralytics_python=ultralytics_python, force=force, name=name,
                          command="yolonas " + " ".join(sys.argv[1:]))
-    # A campaign runs for hours: its progress (each model's result file, the budget's epochs, the child's command)
+    # A campaign runs for hours: its progress (each run's result file, the budget's epochs, the child's command)
     # shows on stderr unless --quiet, as it goes.
     progress = logging.getLogger("yolonas.showdown")
     level = progress.level
@@ -675,8 +681,12 @@ def showdown(
     finally:
         progress.setLevel(level)
     if json_out != "-":
-        print(Path(result["run_dir"], "showdown.md").read_text())
+        for folder in result["datasets"].values():
+            print(Path(folder, "showdown.md").read_text())
+        print(Path(result["run_dir"], "summary.md").read_text())
     _emit_json(result, json_out)
+    if result["failed"]:  # the report is written and every other row complete; the call still says it failed
+        raise InputError(f"{len(result['failed'])} run(s) failed: {'; '.join(result['failed'])}")
 
 
 @app.command()

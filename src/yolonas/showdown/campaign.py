@@ -1,8 +1,10 @@
-"""A showdown call, step by step: check the config, skip the models already done, probe for the budget, run each
-model (ours in this process, the peer as a child), time every finished model together, write the report."""
+"""A showdown call, step by step: check the config, then per data set (one sub-run each): skip the runs already done,
+probe for the budget, run each model and seed (ours in this process, the peers as a child), time every finished
+model together, write its report; then the summary over the data sets."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -11,75 +13,117 @@ from pathlib import Path
 from yolonas.data import open_dataset
 from yolonas.errors import InputError
 from yolonas.showdown.budget import budget_decision
-from yolonas.showdown.config import ShowdownConfig, check_config, family
+from yolonas.showdown.config import ShowdownConfig, check_config, dataset_names, family, is_ours, nms_free
 from yolonas.showdown.latency import time_together
 from yolonas.showdown.ours import run_ours
-from yolonas.showdown.peer import peer_missing, run_peer, ultralytics_python
+from yolonas.showdown.peer import peer_missing, peer_yaml, run_peer, ultralytics_python
 from yolonas.showdown.report import write_report
-from yolonas.showdown.rows import row_path, save_row
+from yolonas.showdown.rows import model_dir, row_path, save_row
+from yolonas.showdown.summary import write_summary
 from yolonas.showdown.threads import resolve_threads
 
 logger = logging.getLogger(__name__)
 
 
-def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path) -> dict:
-    """One model's full step (train, evaluate, export, INT8) into `folder`; its row, never raising for a
-    missing or failing peer (the row then says why)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    threads = resolve_threads(cfg.threads)
-    base = {"model": model, "family": family(model), "epochs": epochs, "settings": cfg.settings(),
-            "backend": cfg.backend, "threads": threads, "command": cfg.command}
-    dataset = open_dataset(cfg.data, cfg.split)
-    if family(model) == "YOLO-NAS":
-        return {**base, "status": "ok", **run_ours(model, cfg, epochs, folder, dataset, threads)}
+def _peer_row(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int, seed: int) -> dict:
+    """The fields of a peer's row: its results, or status failed / missing with a one-line message."""
+    try:
+        peer_yaml(cfg.data)  # a data set Ultralytics cannot read fails this row only, before any child starts
+    except InputError as e:
+        return {"status": "failed", "message": str(e)}
     python = ultralytics_python(cfg.ultralytics_python)
     why = peer_missing(python)
     if why is not None:
-        return {**base, "status": "missing", "message": why}
+        return {"status": "missing", "message": why}
     try:
-        return {**base, "status": "ok", **run_peer(model, cfg, epochs, folder, dataset, threads, python)}
+        return {"status": "ok", **run_peer(model, cfg, epochs, folder, dataset, threads, python, seed)}
     except InputError as e:
-        return {**base, "status": "failed", "message": str(e)}
+        return {"status": "failed", "message": str(e)}
 
 
-def probe_and_scale(cfg: ShowdownConfig, todo: list[str], run: Path) -> int:
-    """The budget rule: run each model once at 1 epoch, then pick the epochs that fit what is left.
+def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> dict:
+    """One model's full step (train, evaluate, export, INT8) with one seed into `folder`; its row, never raising for a
+    missing or failing peer (the row then says why)."""
+    seed = cfg.seed if seed is None else seed
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = resolve_threads(cfg.threads)
+    base = {"model": model, "family": family(model), "seed": seed, "epochs": epochs, "settings": cfg.settings(),
+            "backend": cfg.backend, "threads": threads, "nms_free": nms_free(model), "command": cfg.command}
+    dataset = open_dataset(cfg.data, cfg.split)
+    if is_ours(model):
+        return {**base, "status": "ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed)}
+    return {**base, **_peer_row(model, cfg, epochs, folder, dataset, threads, seed)}
+
+
+def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path, budget_minutes: float) -> int:
+    """The budget rule: run each model once at 1 epoch (its first seed to do), then pick the epochs that fit what
+    is left of `budget_minutes` for all the runs of `todo`.
 
     A probe at 1 epoch is a full result; when the budget allows only 1 epoch, the probes are the results (saved as
-    the models' rows, and `todo` emptied).
+    those runs' rows, and taken off `todo`).
     """
     start = time.perf_counter()
-    probes = {m: run_model(m, cfg, 1, run / "probe" / m) for m in todo}
-    decision = budget_decision(cfg.budget_minutes, time.perf_counter() - start, list(probes.values()), cfg.epochs)
+    first = {}
+    for model, seed in todo:
+        first.setdefault(model, seed)
+    probes = {(m, s): run_model(m, cfg, 1, model_dir(run / "probe", m, s), s) for m, s in first.items()}
+    runs = [sum(1 for m, _ in todo if m == model) for model, _ in probes]  # the seeds each model still runs
+    decision = budget_decision(budget_minutes, time.perf_counter() - start, list(probes.values()), cfg.epochs, runs)
     (run / "budget.json").write_text(json.dumps(decision, indent=2) + "\n")
-    logger.info("showdown: budget %g min -> %d epochs per model", cfg.budget_minutes, decision["epochs"])
+    logger.info("showdown: %s: budget %.1f min -> %d epochs per run", run.name, budget_minutes, decision["epochs"])
     if decision["epochs"] == 1:
-        for model, row in probes.items():
-            save_row({**row, "budget": decision}, row_path(run, model))
-        todo.clear()
+        for (model, seed), row in probes.items():
+            save_row({**row, "budget": decision}, row_path(run, model, seed))
+            todo.remove((model, seed))
     return decision["epochs"]
 
 
-def models_to_run(cfg: ShowdownConfig, run: Path) -> list[str]:
-    """The models of `cfg` without a row in the run folder (all of them with --force)."""
-    todo = [m for m in cfg.models if cfg.force or not row_path(run, m).is_file()]
-    for m in cfg.models:
-        if m not in todo:
-            logger.info("showdown: %s done already (%s); --force redoes it", m, row_path(run, m))
+def runs_to_do(cfg: ShowdownConfig, run: Path) -> list[tuple[str, int]]:
+    """The (model, seed) runs of `cfg` without a row in the run folder (all of them with --force)."""
+    todo = []
+    for model in cfg.models:
+        for seed in cfg.seed_list():
+            if cfg.force or not row_path(run, model, seed).is_file():
+                todo.append((model, seed))
+            else:
+                logger.info("showdown: %s seed %d done already (%s); --force redoes it", model, seed,
+                            row_path(run, model, seed))
     return todo
 
 
+def run_dataset(cfg: ShowdownConfig, run: Path, budget_minutes: float | None) -> dict:
+    """One data set's sub-run in `run` (cfg.data is that one data set): every run not done yet, the latencies, the
+    report; the report's dict."""
+    run.mkdir(parents=True, exist_ok=True)
+    todo = runs_to_do(cfg, run)
+    epochs, ran = cfg.epochs, bool(todo)
+    if budget_minutes is not None and todo:
+        epochs = probe_and_scale(cfg, todo, run, budget_minutes)  # takes the probes off todo when they are results
+    for model, seed in todo:
+        save_row(run_model(model, cfg, epochs, model_dir(run, model, seed), seed), row_path(run, model, seed))
+    if ran:  # latency is taken here only, every model side by side, not each after its own training
+        time_together(run, cfg)
+    return write_report(run, cfg.command, cfg.tie_noise)
+
+
+def budget_share(total_minutes: float, spent_s: float, left: int) -> float:
+    """A data set's share of the budget in minutes: what is left of it, split evenly over the data sets left (this
+    one too); at least a second, so that a spent budget still runs the 1-epoch probes, which are then the results."""
+    return max(total_minutes * 60 - spent_s, 1.0) / 60 / left
+
+
 def run_showdown(cfg: ShowdownConfig) -> dict:
-    """Run every model of `cfg` not done yet in runs/showdown/<name>/, then write the merged report; its dict."""
+    """Run every model and seed of `cfg` not done yet on each data set of --data, each in
+    runs/showdown/<name>/<data set>/ with its report, then write the summary over the data sets; its dict."""
     check_config(cfg)
     run = Path(cfg.project) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
-    todo = models_to_run(cfg, run)
-    epochs, ran = cfg.epochs, bool(todo)
-    if cfg.budget_minutes is not None and todo:
-        epochs = probe_and_scale(cfg, todo, run)  # empties todo when the 1-epoch probes are the results
-    for model in todo:
-        save_row(run_model(model, cfg, epochs, run / model), row_path(run, model))
-    if ran:  # latency is taken here only, every model side by side, not each after its own training
-        time_together(run, cfg)
-    return write_report(run, cfg.command)
+    datasets = cfg.datasets()
+    start, results, shares = time.perf_counter(), {}, {}
+    for k, (data, name) in enumerate(zip(datasets, dataset_names(datasets), strict=True)):
+        share = None
+        if cfg.budget_minutes is not None:
+            share = shares[name] = budget_share(cfg.budget_minutes, time.perf_counter() - start, len(datasets) - k)
+        logger.info("showdown: data set %d/%d %s (%s)", k + 1, len(datasets), name, data)
+        results[name] = run_dataset(dataclasses.replace(cfg, data=data), run / name, share)
+    return write_summary(run, results, cfg, shares)

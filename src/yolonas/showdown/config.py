@@ -7,27 +7,65 @@ from pathlib import Path
 
 from yolonas.errors import InputError
 
+# Every model a showdown accepts, by family, smallest first (the table's order). YOLO-NAS is ours and trains in this
+# process; the others are Ultralytics' and train in its venv from `<model>.yaml`, which names the scale.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "YOLO-NAS": ("yolo_nas_tiny", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l"),
+    "YOLOv8": ("yolov8n", "yolov8s", "yolov8m", "yolov8l"),
+    "YOLO11": ("yolo11n", "yolo11s", "yolo11m", "yolo11l"),
+    "YOLO26": ("yolo26n", "yolo26s", "yolo26m", "yolo26l"),
+}
+OUR_FAMILY = "YOLO-NAS"
+# Families whose head is end-to-end (one-to-one, NMS-free): scored from that head's output as Ultralytics' val gives
+# it with nms=False (top max_det by score, no NMS), exported with the same head.
+NMS_FREE = ("YOLO26",)
 OURS = ("yolo_nas_s", "yolo_nas_m", "yolo_nas_l")
-PEERS = ("yolov8s", "yolov8m", "yolov8l")
-# Small models for tests and quick checks; accepted, but not part of the published comparison.
-TEST_MODELS = ("yolo_nas_tiny", "yolov8n")
-DEFAULT_MODELS = OURS + PEERS
+PEERS = tuple(m for fam, names in FAMILIES.items() if fam != OUR_FAMILY for m in names if not m.endswith("n"))
+# Accepted, but not a published model: the table marks it.
+TEST_MODELS = ("yolo_nas_tiny",)
+DEFAULT_MODELS = ("yolo_nas_s", "yolov8s", "yolo11s", "yolo26s")
+# The AP difference under which two one-seed results are a tie: the spread of one-seed AP measured on aquarium
+# (1.3 points). With --seeds 2 or more, the spread measured over the seeds replaces it.
+DEFAULT_NOISE = 0.013
 
 
 def family(model: str) -> str:
-    """'YOLO-NAS' or 'YOLOv8' for a model name; InputError for an unknown one."""
-    if model in OURS or model == "yolo_nas_tiny":
-        return "YOLO-NAS"
-    if model in PEERS or model == "yolov8n":
-        return "YOLOv8"
-    raise InputError(f"--models: unknown model {model!r}; choose from {', '.join(DEFAULT_MODELS + TEST_MODELS)}")
+    """The family of a model name ('YOLO-NAS', 'YOLOv8', 'YOLO11', 'YOLO26'); InputError for an unknown one."""
+    for fam, names in FAMILIES.items():
+        if model in names:
+            return fam
+    known = ", ".join(m for names in FAMILIES.values() for m in names)
+    raise InputError(f"--models: unknown model {model!r}; choose from {known}")
+
+
+def is_ours(model: str) -> bool:
+    """True for our YOLO-NAS models (trained here), False for Ultralytics' (trained by the child)."""
+    return family(model) == OUR_FAMILY
+
+
+def nms_free(model: str) -> bool:
+    """True for a model scored and timed from its end-to-end (NMS-free) head."""
+    return family(model) in NMS_FREE
+
+
+def dataset_names(paths: list[str]) -> list[str]:
+    """A folder name per data set: a data.yaml's parent folder, else the file's stem; made unique with -2, -3."""
+    names = []
+    for p in paths:
+        path = Path(p)
+        base = path.parent.name if path.name in ("data.yaml", "data.yml") else (path.stem or path.name)
+        name, k = base or "data", 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
 
 
 @dataclass
 class ShowdownConfig:
     """Everything one showdown call needs; the CLI flags map 1:1 onto these fields."""
 
-    data: str
+    data: str  # one data set, or several comma-separated (one sub-run each)
     models: tuple[str, ...] = DEFAULT_MODELS
     epochs: int = 100
     budget_minutes: float | None = None  # scale epochs so the whole call fits; --epochs is then the ceiling
@@ -38,8 +76,10 @@ class ShowdownConfig:
     int8: bool = True
     calib_images: int = 64
     seed: int = 0
+    seeds: int = 1  # runs per model: seeds seed, seed + 1, ...
+    tie_noise: float = DEFAULT_NOISE  # the one-seed tie threshold (AP, 0..1)
     workers: int = 4
-    threads: int | None = None  # CPU training threads, both families, and ORT's for timing (default: torch's)
+    threads: int | None = None  # CPU training threads, both families, and the timing's (default: torch's)
     latency_runs: int = 20
     train_split: str = "train"
     split: str = "val"
@@ -47,26 +87,43 @@ class ShowdownConfig:
     name: str = "exp"
     project: str = "runs/showdown"
     recipe: str = "scratch_small_data"
-    force: bool = False  # redo models whose <model>.json exists
+    force: bool = False  # redo models whose <model>_seed<k>.json exists
     command: str = ""
     extra: dict = field(default_factory=dict)
 
+    def datasets(self) -> list[str]:
+        """The data sets of --data, in order."""
+        return [d.strip() for d in str(self.data).split(",") if d.strip()]
+
+    def seed_list(self) -> list[int]:
+        """The seeds each model runs with."""
+        return [self.seed + k for k in range(self.seeds)]
+
     def settings(self) -> dict:
-        """The settings a row must share with the others to belong in the same table."""
-        return {"data": str(Path(self.data).resolve()), "imgsz": self.imgsz, "batch": self.batch, "seed": self.seed,
+        """The settings a row must share with the others to belong in the same table (the seed is the row's own)."""
+        return {"data": str(Path(self.data).resolve()), "imgsz": self.imgsz, "batch": self.batch,
                 "split": self.split, "train_split": self.train_split, "backend": self.backend}
 
 
 def check_config(cfg: ShowdownConfig) -> None:
     """InputError, in one line, for a config the showdown cannot run; before any model starts."""
+    if not cfg.models:
+        raise InputError("--models: name at least one model")
     for model in cfg.models:
         family(model)
     if cfg.backend != "onnxruntime":
-        raise InputError(f"--backend {cfg.backend}: the showdown times both families' ONNX files with onnxruntime "
-                         "(the one backend that runs fp32 and INT8 of both)")
+        raise InputError(f"--backend {cfg.backend}: the showdown times every fp32 ONNX file with onnxruntime (and "
+                         "every INT8 file with OpenVINO, each family's fastest INT8 path on the CPU)")
     if cfg.imgsz % 32 or cfg.imgsz < 32:
         raise InputError(f"--imgsz {cfg.imgsz}: use a multiple of 32")
     if cfg.epochs < 1:
         raise InputError(f"--epochs {cfg.epochs}: at least 1")
-    if not Path(cfg.data).exists():
-        raise InputError(f"--data {cfg.data}: not found")
+    if cfg.budget_minutes is not None and cfg.budget_minutes <= 0:
+        raise InputError(f"--budget {cfg.budget_minutes:g}: give the minutes for the whole call, more than 0")
+    if cfg.seeds < 1:
+        raise InputError(f"--seeds {cfg.seeds}: at least 1")
+    if not cfg.datasets():
+        raise InputError("--data: name at least one data set")
+    for data in cfg.datasets():
+        if not Path(data).exists():
+            raise InputError(f"--data {data}: not found")

@@ -1,4 +1,5 @@
-"""Our side of a showdown: train one YOLO-NAS model, count it, score it in fp32 and INT8, export its ONNX files."""
+"""Our side of a showdown: train one YOLO-NAS model, count it, score it in fp32 and INT8 (NNCF OpenVINO IR), export
+its fp32 ONNX file."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
 
-def _train_overrides(model: str, cfg: ShowdownConfig, epochs: int, out: Path) -> dict:
+def _train_overrides(model: str, cfg: ShowdownConfig, epochs: int, out: Path, seed: int) -> dict:
     """The recipe fields a showdown sets: the same data, size, batch, seed and epochs as the peer."""
     overrides = {"data.path": cfg.data, "data.train_split": cfg.train_split, "data.val_split": cfg.split,
                  "data.image_size": cfg.imgsz, "data.batch_size": cfg.batch, "data.workers": cfg.workers,
                  "schedule.epochs": epochs, "model.name": model, "run.project": str(out), "run.name": "train",
-                 "run.exist_ok": True, "run.device": cfg.device, "run.seed": cfg.seed, "run.plots": False,
+                 "run.exist_ok": True, "run.device": cfg.device, "run.seed": seed, "run.plots": False,
                  # the last weights are scored, as for YOLOv8: no picking of a best epoch on the eval split
                  "run.val_every": 0}
     if (out / "train" / "weights" / "last.pt").is_file():
@@ -34,14 +35,14 @@ def _train_overrides(model: str, cfg: ShowdownConfig, epochs: int, out: Path) ->
     return overrides
 
 
-def train_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path) -> dict:
+def train_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, seed: int) -> dict:
     """Train (or resume) one model into `out`; {last, train_s, train_threads}, kept in train_done.json so that a
     call cut off during evaluation does not train again."""
     done = out / "train_done.json"
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    result = train(apply_overrides(load_recipe(cfg.recipe), _train_overrides(model, cfg, epochs, out)))
+    result = train(apply_overrides(load_recipe(cfg.recipe), _train_overrides(model, cfg, epochs, out, seed)))
     record = {"last": str(result.last), "train_s": time.perf_counter() - t0, "train_threads": torch.get_num_threads()}
     done.write_text(json.dumps(record) + "\n")
     return record
@@ -65,28 +66,30 @@ def score_fp32(last: Path, cfg: ShowdownConfig, dataset, device: str, out: Path)
             "params": stats["params_fused"], "gflops": stats["gflops_fused"], "onnx_fp32": str(onnx_fp32)}
 
 
-def score_int8(onnx_fp32: Path, cfg: ShowdownConfig, dataset, out: Path, threads: int) -> dict:
-    """Quantize the fp32 ONNX file (PTQ on train images) and score the INT8 file; the row's fields."""
-    q = quantize(str(onnx_fp32), cfg.data, out / "quant", output=out / "model_int8.onnx", split=cfg.train_split,
-                 mode="ptq", calib_images=cfg.calib_images, val_images=0, seed=cfg.seed, threads=threads)
-    onnx_int8 = Path(q["output"])
-    predictor = Predictor(load_backend(onnx_int8, threads=threads), nms=VAL_NMS, batch_size=1)
+def score_int8(onnx_fp32: Path, cfg: ShowdownConfig, dataset, out: Path, threads: int, seed: int) -> dict:
+    """Quantize the fp32 ONNX file to an OpenVINO IR with NNCF (our fastest INT8 path on the CPU: PTQ on train
+    images) and score the IR through OpenVINO; the row's fields."""
+    q = quantize(str(onnx_fp32), cfg.data, out / "quant", output=out / "model_int8.xml", split=cfg.train_split,
+                 mode="ptq", fmt="openvino", calib_images=cfg.calib_images, val_images=0, seed=seed, threads=threads)
+    ir = Path(q["output"])
+    predictor = Predictor(load_backend(ir, threads=threads), nms=VAL_NMS, batch_size=1)
     int8 = validate(predictor, dataset, batch_size=1, save_predictions=out / "pred_int8.json")
-    return {"AP_int8": int8.AP, "AP50_int8": int8.AP50, "onnx_int8": str(onnx_int8),
-            "int8_recipe": "yolonas.quant PTQ: QDQ, int8 per-channel symmetric weights, uint8 per-tensor "
-                           f"activations, percentile 99.99 on {cfg.calib_images} train images (seed {cfg.seed})"}
+    return {"AP_int8": int8.AP, "AP50_int8": int8.AP50, "int8_ir": str(ir),
+            "int8_recipe": f"yolonas quantize --format openvino: NNCF PTQ, {q['activations']} preset (int8 "
+                           "per-channel symmetric weights, int8 symmetric per-tensor activations), box decode float; "
+                           f"{cfg.calib_images} train images (seed {seed})"}
 
 
-def run_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int) -> dict:
+def run_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, seed: int) -> dict:
     """Train, evaluate (fp32 and INT8) and count one of our models on `threads` CPU threads (the Ultralytics child
     gets the same number), torch's own count given back after; its row (time_together times it)."""
     with torch_threads(threads):
-        record = train_ours(model, cfg, epochs, out)
+        record = train_ours(model, cfg, epochs, out, seed)
         t1 = time.perf_counter()
         device = eval_device(cfg)
         row = score_fp32(Path(record["last"]), cfg, dataset, device, out)
         if cfg.int8:
-            row.update(score_int8(Path(row["onnx_fp32"]), cfg, dataset, out, threads))
+            row.update(score_int8(Path(row["onnx_fp32"]), cfg, dataset, out, threads, seed))
     row.update({"epochs": epochs, "train_s": record["train_s"], "after_s": time.perf_counter() - t1,
                 "device": device, "recipe": cfg.recipe, "train_threads": record.get("train_threads")})
     return row

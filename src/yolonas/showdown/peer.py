@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 from yolonas.data import open_dataset
+from yolonas.data.splits import data_yaml_of
 from yolonas.data.yolo import label_path, read_data_yaml
 from yolonas.errors import InputError
 from yolonas.eval.coco import coco_metrics
 from yolonas.quant.calibration import list_images, select_images
-from yolonas.showdown.config import ShowdownConfig
+from yolonas.showdown.config import ShowdownConfig, nms_free
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,14 @@ def peer_missing(python: Path) -> str | None:
     return None
 
 
-def _link_split(data: str, split: str, folder: Path) -> None:
-    """folder/images and folder/labels made afresh of links to the split's images and their labels."""
+def _link_images(images: list, folder: Path) -> None:
+    """folder/images and folder/labels made afresh of links to `images` and their labels."""
     for sub in ("images", "labels"):
         target = folder / sub
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-    for image in open_dataset(data, split).image_files:
+    for image in images:
         # The label path comes from the image path as the data set gives it: a linked image's target may
         # lie in a folder with no labels beside it (data sets assembled from links).
         image, labels = Path(image).absolute(), label_path(Path(image).absolute())
@@ -63,21 +64,38 @@ def _link_split(data: str, split: str, folder: Path) -> None:
             (folder / "labels" / labels.name).symlink_to(labels.resolve())
 
 
+def peer_yaml(data: str) -> Path:
+    """The YOLO data.yaml `data` names; InputError (the peer's row fails, ours still run) for anything else."""
+    yaml_path = data_yaml_of(data)
+    if yaml_path is None:
+        raise InputError(f"{data}: Ultralytics reads only YOLO data sets, not a COCO JSON: give a YOLO data.yaml "
+                         "(train/val image folders with labels/ beside them) to compare its models")
+    return yaml_path
+
+
+def _write_yaml(folder: Path, entries: dict, names: list[str]) -> Path:
+    yaml_path = folder / "data.yaml"
+    yaml_path.write_text(json.dumps({"path": str(folder.resolve()), **entries, "nc": len(names), "names": names}))
+    return yaml_path  # JSON is YAML
+
+
 def peer_data(data: str, splits: tuple[str, str], folder: Path) -> Path:
     """A data.yaml for Ultralytics with absolute paths, its splits made of links to our split's images and labels.
 
     Links, not copies: Ultralytics writes its labels.cache beside the labels, which must not touch the data set.
     """
-    if Path(data).suffix.lower() not in (".yaml", ".yml"):
-        raise InputError(f"{data}: the YOLOv8 side of the showdown needs a YOLO data.yaml (not a COCO JSON)")
-    names = read_data_yaml(data)["names"]
-    entries = {}
+    yaml_path = peer_yaml(data)
     for key, split in zip(("train", "val"), splits, strict=True):
-        _link_split(data, split, folder / key)
-        entries[key] = f"{key}/images"
-    yaml_path = folder / "data.yaml"
-    yaml_path.write_text(json.dumps({"path": str(folder.resolve()), **entries, "nc": len(names), "names": names}))
-    return yaml_path  # JSON is YAML
+        _link_images(open_dataset(yaml_path, split).image_files, folder / key)
+    return _write_yaml(folder, {"train": "train/images", "val": "val/images"}, read_data_yaml(yaml_path)["names"])
+
+
+def calib_data(data: str, images: list, folder: Path) -> Path:
+    """A data.yaml whose train and val splits are links to the INT8 calibration `images` (Ultralytics' INT8 export
+    calibrates on a split of a data.yaml)."""
+    _link_images(images, folder / "calib")
+    return _write_yaml(folder, {"train": "calib/images", "val": "calib/images"},
+                       read_data_yaml(peer_yaml(data))["names"])
 
 
 def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], category_ids: list[int]) -> list[dict]:
@@ -86,22 +104,27 @@ def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], 
     for det in predictions:
         name = Path(det["file_name"]).name
         if name not in file_ids:
-            raise InputError(f"YOLOv8 predictions name an image {name!r} that is not in the evaluation split")
+            raise InputError(f"Ultralytics' predictions name an image {name!r} that is not in the evaluation split")
         out.append({"image_id": file_ids[name], "category_id": category_ids[int(det["category_id"]) - 1],
                     "bbox": [float(v) for v in det["bbox"]], "score": float(det["score"]), "file_name": name})
     return out
 
 
-def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threads: int, python: Path) -> list[str]:
-    """The child's command line; writes its data copy and the INT8 calibration list (the same images as ours)."""
-    data_yaml = peer_data(cfg.data, (cfg.train_split, cfg.split), out.parent / "ultralytics_data")
-    calib = select_images(list_images(cfg.data, cfg.train_split), cfg.calib_images, cfg.seed)
-    (out / "calib_images.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in calib))
+def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threads: int, python: Path,
+                  seed: int) -> list[str]:
+    """The child's command line; writes its data copy (under the run folder, shared by the peers) and the INT8
+    calibration data set (the same train images as ours for this seed)."""
+    data_yaml = peer_data(cfg.data, (cfg.train_split, cfg.split), out.parents[1] / "ultralytics_data")
     cmd = [str(python), str(peer_script()), "--model", model, "--data", str(data_yaml), "--epochs", str(epochs),
-           "--imgsz", str(cfg.imgsz), "--batch", str(cfg.batch), "--seed", str(cfg.seed), "--device", cfg.device,
+           "--imgsz", str(cfg.imgsz), "--batch", str(cfg.batch), "--seed", str(seed), "--device", cfg.device,
            "--workers", str(cfg.workers), "--out", str(out), "--threads", str(threads)]
+    if nms_free(model):
+        cmd.append("--nms-free")
     if cfg.int8:
-        cmd += ["--int8-calib", str(out / "calib_images.txt")]
+        calib = select_images(list_images(cfg.data, cfg.train_split), cfg.calib_images, seed)
+        (out / "calib_images.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in calib))
+        calib_yaml = calib_data(cfg.data, calib, out / "calib_data")
+        cmd += ["--int8-data", str(calib_yaml), "--calib-images", str(len(calib))]
     return cmd
 
 
@@ -125,7 +148,8 @@ def score_child(child: dict, dataset, out: Path) -> dict:
     gt = dataset.to_coco()
     row = {"params": child["params"], "gflops": child["gflops"], "onnx_fp32": child["onnx_fp32"],
            "ultralytics": child["versions"], "network_attempts": child["network_attempts"],
-           "ultralytics_own_AP": child.get("own_map"), "ultralytics_own_AP50": child.get("own_map50")}
+           "nms_free": child.get("nms_free", False), "ultralytics_own_AP": child.get("own_map"),
+           "ultralytics_own_AP50": child.get("own_map50"), "ultralytics_own_AP_int8": child.get("own_map_int8")}
     for key, suffix in (("pred_fp32", ""), ("pred_int8", "_int8")):
         if child.get(key):
             preds = peer_predictions_to_coco(json.loads(Path(child[key]).read_text()), file_ids, category_ids)
@@ -134,14 +158,15 @@ def score_child(child: dict, dataset, out: Path) -> dict:
             row.update({f"AP{suffix}": m.AP, f"AP50{suffix}": m.AP50})
             if not suffix:
                 row.update({"APs": m.APs, "APm": m.APm, "APl": m.APl})
-    if child.get("onnx_int8"):
-        row.update({"onnx_int8": child["onnx_int8"], "int8_recipe": child["int8_recipe"]})
+    if child.get("int8_ir"):
+        row.update({"int8_ir": child["int8_ir"], "int8_recipe": child["int8_recipe"]})
     return row
 
 
-def run_peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, python: Path) -> dict:
-    """Run the Ultralytics child for one YOLOv8 model, then score its predictions here (time_together times it)."""
-    child = run_child(child_command(model, cfg, epochs, out, threads, python), model, out)
+def run_peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, python: Path,
+             seed: int) -> dict:
+    """Run the Ultralytics child for one of its models, then score its predictions here (time_together times it)."""
+    child = run_child(child_command(model, cfg, epochs, out, threads, python, seed), model, out)
     t1 = time.perf_counter()
     row = score_child(child, dataset, out)
     row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,

@@ -1,4 +1,5 @@
-"""The frontier plot: AP against ONNX Runtime latency, a Pareto line per family; a Figure, no pyplot."""
+"""The frontier plot: AP against latency (fp32 on ONNX Runtime, INT8 on OpenVINO), one colour per family, a Pareto
+line each; a Figure, no pyplot."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from matplotlib.figure import Figure
 
 from yolonas.nas.pareto import pareto_front
 
-COLORS = {"YOLO-NAS": "tab:blue", "YOLOv8": "tab:orange"}
-# (latency field, AP field, filled marker): fp32 filled, INT8 hollow
-POINTS = (("latency_fp32_ms", "AP", True), ("latency_int8_ms", "AP_int8", False))
+COLORS = {"YOLO-NAS": "tab:blue", "YOLOv8": "tab:orange", "YOLO11": "tab:green", "YOLO26": "tab:red"}
+# (latency field, AP field, marker, filled): fp32 filled circles, INT8 hollow triangles
+POINTS = (("latency_fp32_ms", "AP", "o", True), ("latency_int8_ms", "AP_int8", "^", False))
 
 
 def _family_points(ax: Axes, rows: list[dict], fam: str, color: str) -> list[tuple[float, float]]:
@@ -21,20 +22,20 @@ def _family_points(ax: Axes, rows: list[dict], fam: str, color: str) -> list[tup
     for r in rows:
         if r["status"] != "ok" or r["family"] != fam:
             continue
-        for lat_key, ap_key, filled in POINTS:
+        for lat_key, ap_key, marker, filled in POINTS:
             if r.get(lat_key) is None or r.get(ap_key) is None:
                 continue
             x, y = r[lat_key], 100 * r[ap_key]
             points.append((x, y))
-            ax.scatter([x], [y], s=60, facecolors=color if filled else "none", edgecolors=color, linewidths=1.5,
-                       zorder=3)
+            ax.scatter([x], [y], s=60, marker=marker, facecolors=color if filled else "none", edgecolors=color,
+                       linewidths=1.5, zorder=3)
             ax.annotate(r["model"] + ("" if filled else " INT8"), (x, y), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
     return points
 
 
-def frontier_figure(rows: list[dict]) -> Figure:
-    """AP vs ONNX Runtime latency: fp32 filled, INT8 hollow markers, a Pareto line per family."""
+def frontier_figure(rows: list[dict], title: str = "") -> Figure:
+    """AP vs latency: fp32 filled circles, INT8 hollow triangles, a colour and a Pareto line per family."""
     fig = Figure(figsize=(7, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -42,10 +43,12 @@ def frontier_figure(rows: list[dict]) -> Figure:
         front = pareto_front(_family_points(ax, rows, fam, color))
         if front:
             ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1.2, label=f"{fam} Pareto")
-    ax.scatter([], [], facecolors="grey", edgecolors="grey", label="fp32")
-    ax.scatter([], [], facecolors="none", edgecolors="grey", label="INT8")
-    backend = next((f"{r['backend']}, {r['threads']} threads" for r in rows if r["status"] == "ok"), "")
-    ax.set_xlabel(f"latency, ms (ONNX forward, batch 1; {backend})")
+    ax.scatter([], [], marker="o", facecolors="grey", edgecolors="grey", label="fp32 (ONNX Runtime)")
+    ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey", label="INT8 (OpenVINO IR)")
+    threads = next((f"{r['threads']} threads" for r in rows if r["status"] == "ok"), "")
+    ax.set_xlabel(f"latency, ms (bare forward, batch 1, {threads})")
+    if title:
+        ax.set_title(title)
     ax.set_ylabel("mAP@[.5:.95], points (our COCO evaluator)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -53,7 +56,7 @@ def frontier_figure(rows: list[dict]) -> Figure:
     return fig
 
 
-def plot_frontier(rows: list[dict], path: Path) -> Path:
+def plot_frontier(rows: list[dict], path: Path, title: str = "") -> Path:
     """The frontier plot of `rows` as a PNG at `path`."""
-    frontier_figure(rows).savefig(path, dpi=120)
+    frontier_figure(rows, title).savefig(path, dpi=120)
     return path

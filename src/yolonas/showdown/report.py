@@ -1,4 +1,5 @@
-"""The showdown report: the Markdown table with its notes and warnings, the merged JSON, the frontier plot."""
+"""The report of one data set's sub-run: the Markdown table (a row per model, mean and spread over its seeds) with
+the head-to-head verdicts (ties called as ties), notes and warnings, the merged JSON, the frontier plot."""
 
 from __future__ import annotations
 
@@ -6,23 +7,28 @@ import json
 from pathlib import Path
 
 from yolonas.errors import InputError
-from yolonas.showdown.config import TEST_MODELS
+from yolonas.showdown.compare import TIE_RULE, aggregate, head_to_head, standing
+from yolonas.showdown.config import DEFAULT_NOISE, FAMILIES, NMS_FREE, TEST_MODELS
 from yolonas.showdown.plot import plot_frontier
 from yolonas.showdown.rows import load_rows
 
 REPORT_FILES = ("showdown.md", "showdown.json", "frontier.png")
+NMS_FREE_NOTE = "NMS-free: end-to-end head, no NMS"
 
 METHOD_NOTES = (
-    "Every model: same data, input size, batch, seed and epochs (trained from scratch); scored on its last "
-    "weights (no best-epoch pick on the evaluation split) by yolonas' COCO evaluator (faster-coco-eval) on "
-    "the same ground truth, from COCO-format detections at score > 0.01, at most 300 per image, IoU 0.7 "
-    "per-class multi-label NMS (Ultralytics' val settings for YOLOv8, ours for YOLO-NAS).",
-    "Latency: median ms of a bare ONNX Runtime session.run (batch 1, float input, no NMS) of each family's own "
-    "ONNX export, all files timed together by the same loop in one process, taking turns block by block, "
-    "after the last model of the call finished.",
-    "INT8: post-training static quantization with onnxruntime, the same recipe for both: QDQ, int8 per-channel "
-    "symmetric weights, uint8 per-tensor activations, percentile 99.99 calibration on the same train images; "
-    "Conv/Add/Concat/MaxPool/Relu nodes of the network quantized, the box decode left float.",
+    "Every model: same data, input size, batch, seeds and epochs (trained from scratch); scored on its last weights "
+    "(no best-epoch pick on the evaluation split) by yolonas' COCO evaluator (faster-coco-eval) on the same ground "
+    "truth, from COCO-format detections at score > 0.01, at most 300 per image: YOLO-NAS from our val, YOLOv8 and "
+    "YOLO11 from Ultralytics' val, both with per-class multi-label NMS at IoU 0.7; YOLO26 (NMS-free) from "
+    "Ultralytics' val with nms=False, as Ultralytics ships it: its end-to-end head's top 300 by score, no NMS. The "
+    "peers' COCO JSON holds the very detections Ultralytics' own metrics count.",
+    "Latency: median ms of a bare forward (batch 1, float input, same threads for every file): each family's fp32 "
+    "ONNX export through ONNX Runtime, each INT8 OpenVINO IR through OpenVINO (float parts in f32); all files timed "
+    "together by the same loop (yolonas.deploy.timing), taking turns block by block, after the last model of the "
+    "call. NMS is outside every graph and left out of the time; a YOLO26 graph ends in its top-k selection.",
+    "INT8: each family's fastest INT8 path on the CPU, by its own recipe: ours `yolonas quantize --format openvino` "
+    "(NNCF PTQ), Ultralytics' `export(format='openvino', int8=True)` (NNCF PTQ); both calibrated on the same train "
+    "images (per seed), both scored by the evaluator above from the INT8 model's own val.",
 )
 
 
@@ -30,28 +36,41 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
-def _table_line(r: dict) -> str:
+def _note(r: dict) -> str:
+    notes = []
+    if r["family"] in NMS_FREE:
+        notes.append(NMS_FREE_NOTE)
+    if r["model"] in TEST_MODELS:
+        notes.append("test-size model")
+    if r.get("seeds_failed") and r["status"] == "ok":
+        notes.append(f"seed(s) {', '.join(map(str, r['seeds_failed']))} failed")
+    return "; ".join(notes)
+
+
+def _table_line(r: dict, cell: str) -> str:
     if r["status"] != "ok":
-        return f"| {r['model']} | - | - | - | - | - | - | - | - | - | - | - | - | {r['message']} |"
+        return f"| {r['model']} | {r['family']} |" + " - |" * 15 + f" {r['status']}: {r['message']} |"
     drop = None if r.get("AP_int8") is None else (r["AP"] - r["AP_int8"])
-    note = "" if r["model"] not in TEST_MODELS else "test-size model"
-    return (f"| {r['model']} | {r['epochs']} | {_fmt(r['AP'], '.1f', 100)} | {_fmt(r['AP50'], '.1f', 100)} | "
+    return (f"| {r['model']} | {r['family']} | {len(r['seeds'])} | {r['epochs']} | {_fmt(r['AP'], '.1f', 100)} | "
+            f"{_fmt(r.get('AP_spread'), '.1f', 100)} | {_fmt(r['AP50'], '.1f', 100)} | "
             f"{_fmt(r.get('APs'), '.1f', 100)} | {_fmt(r.get('APm'), '.1f', 100)} | {_fmt(r.get('APl'), '.1f', 100)} | "
             f"{_fmt(r['params'], '.2f', 1e-6)} | {_fmt(r['gflops'], '.2f')} | "
             f"{_fmt(r.get('latency_fp32_ms'), '.1f')} | {_fmt(r.get('latency_int8_ms'), '.1f')} | "
-            f"{_fmt(r.get('AP_int8'), '.1f', 100)} | "
-            f"{_fmt(drop, '+.2f', -100)} | {note} |")
+            f"{_fmt(r.get('AP_int8'), '.1f', 100)} | {_fmt(drop, '+.2f', -100)} | {cell} | {_note(r)} |")
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The showdown table: accuracy (in AP points), size, compute, ONNX Runtime latency, INT8 drop."""
-    head = ("| model | epochs | mAP | mAP50 | AP small | AP medium | AP large | params (M) | GFLOPs | fp32 ms | "
-            "INT8 ms | INT8 mAP | INT8 - fp32 (pts) | note |\n" + "|---" * 14 + "|\n")
-    return head + "\n".join(_table_line(r) for r in rows) + "\n"
+def markdown_table(models: list[dict], noise: float = DEFAULT_NOISE) -> str:
+    """The table of model rows (from `aggregate`): accuracy in AP points (mean over seeds, and its spread), size,
+    compute, latency fp32 (ONNX Runtime) and INT8 (OpenVINO), INT8 accuracy, the standing against the best."""
+    cells = standing(models, noise)
+    head = ("| model | family | seeds | epochs | mAP | ± (seeds) | mAP50 | AP small | AP medium | AP large | "
+            "params (M) | GFLOPs | fp32 ms (ORT) | INT8 ms (OpenVINO) | INT8 mAP | INT8 - fp32 (pts) | vs best (pts) | "
+            "note |\n" + "|---" * 18 + "|\n")
+    return head + "\n".join(_table_line(r, cells.get(r["model"], "-")) for r in models) + "\n"
 
 
 def _settings_warning(rows: list[dict]) -> list[str]:
-    mixed = [r["model"] for r in rows if r["settings"] != rows[0]["settings"]]
+    mixed = sorted({r["model"] for r in rows if r["settings"] != rows[0]["settings"]})
     if not mixed:
         return []
     return [f"WARNING: {', '.join(mixed)} ran with other settings than {rows[0]['model']}: compare with care."]
@@ -75,47 +94,69 @@ def _timing_warning(rows: list[dict]) -> list[str]:
 
 def _epochs_warning(rows: list[dict]) -> list[str]:
     epochs = sorted({r["epochs"] for r in rows if r["status"] == "ok"})
-    return [f"WARNING: the models trained for different epochs ({epochs})."] if len(epochs) > 1 else []
+    return [f"WARNING: the runs trained for different epochs ({epochs})."] if len(epochs) > 1 else []
 
 
-def _cpu_notes(rows: list[dict]) -> list[str]:
-    cpu = [r for r in rows if r["status"] == "ok" and r.get("device") == "cpu"]
+def _cpu_notes(models: list[dict], rows: list[dict]) -> list[str]:
+    cpu = [r for r in models if r["status"] == "ok" and r.get("device") == "cpu"]
     if not cpu:
         return []
-    notes = ["CPU training: " + ", ".join(f"{r['model']} {r['train_s'] / 60:.1f} min on "
-                                          f"{r.get('train_threads') or '?'} thread(s)" for r in cpu) + "."]
-    if len({r.get("train_threads") for r in cpu}) > 1:
-        notes.append("WARNING: the models trained on different numbers of CPU threads: compare training times "
-                     "with care.")
+    notes = ["CPU training (mean over seeds): " + ", ".join(
+        f"{r['model']} {r['train_s'] / 60:.1f} min on {r.get('train_threads') or '?'} thread(s)" for r in cpu) + "."]
+    if len({r.get("train_threads") for r in rows if r["status"] == "ok" and r.get("device") == "cpu"}) > 1:
+        notes.append("WARNING: the runs trained on different numbers of CPU threads: compare training times with care.")
     return notes
 
 
-def report_notes(rows: list[dict]) -> list[str]:
-    """The notes under the table: how every model was scored and timed, then what makes rows hard to compare
-    (other settings, latencies timed apart, other epochs), the peer's refused network attempts, CPU training."""
-    return [*METHOD_NOTES, *_settings_warning(rows), *_network_note(rows), *_timing_warning(rows),
-            *_epochs_warning(rows), *_cpu_notes(rows)]
+def _recipe_notes(models: list[dict]) -> list[str]:
+    recipes = {r["family"]: r["int8_recipe"] for r in models if r["status"] == "ok" and r.get("int8_recipe")}
+    return [f"INT8 recipe, {fam}: {text}." for fam, text in recipes.items()]
 
 
-def markdown_report(rows: list[dict], notes: list[str], command: str = "") -> str:
-    """showdown.md: the settings line, the table, the notes and the command."""
-    s = rows[0]["settings"]
-    epochs = sorted({r["epochs"] for r in rows if r["status"] == "ok"})
-    header = (f"# Showdown: YOLO-NAS vs YOLOv8\n\ndata `{s['data']}` (train split `{s['train_split']}`, evaluated "
-              f"on `{s['split']}`), {s['imgsz']} px, batch {s['batch']}, seed {s['seed']}, "
-              f"epochs {', '.join(map(str, epochs)) or '-'}, device {rows[0].get('device', '-')}\n\n")
-    md = header + markdown_table(rows) + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+def report_notes(rows: list[dict], models: list[dict], noise: float = DEFAULT_NOISE) -> list[str]:
+    """The notes under the table: how every model was scored and timed, the INT8 recipes, the tie rule, then what
+    makes rows hard to compare (other settings, latencies timed apart, other epochs), network attempts, CPU training."""
+    return [*METHOD_NOTES, *_recipe_notes(models), TIE_RULE.format(noise=100 * noise) + ".",
+            *_settings_warning(rows), *_network_note(rows), *_timing_warning(rows), *_epochs_warning(rows),
+            *_cpu_notes(models, rows)]
+
+
+def _header(run: Path, rows: list[dict]) -> str:
+    """The title and the settings line: data, splits, size, batch, seeds, epochs run, device, threads, CPU."""
+    s, ok = rows[0]["settings"], [r for r in rows if r["status"] == "ok"]
+
+    def joined(key: str) -> str:
+        return ", ".join(map(str, sorted({r.get(key) for r in ok if r.get(key) is not None}))) or "-"
+
+    families = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
+    return (f"# Showdown on {run.name}: {' vs '.join(families)}\n\n"
+            f"data `{s['data']}` (train split `{s['train_split']}`, evaluated on `{s['split']}`), {s['imgsz']} px, "
+            f"batch {s['batch']}, seeds {joined('seed')}, epochs run {joined('epochs')}, device {joined('device')}, "
+            f"training threads {joined('train_threads')}, timing threads {joined('threads')}, "
+            f"CPU {joined('latency_machine')}\n\n")
+
+
+def markdown_report(rows: list[dict], models: list[dict], verdicts: list[dict], notes: list[str], run: Path,
+                    command: str = "", noise: float = DEFAULT_NOISE) -> str:
+    """showdown.md: the settings line, the table, the head-to-head verdicts, the notes and the command."""
+    md = _header(run, rows) + markdown_table(models, noise) + "\n"
+    if verdicts:
+        md += "Head to head (mean AP):\n\n" + "".join(f"- {v['text']}\n" for v in verdicts) + "\n"
+    md += "\n".join(f"- {n}" for n in notes) + "\n"
     return md + (f"\nCommand: `{command}`\n" if command else "")
 
 
-def write_report(run: Path, command: str = "") -> dict:
-    """Merge the folder's <model>.json into showdown.json, showdown.md and frontier.png; the merged dict."""
+def write_report(run: Path, command: str = "", noise: float = DEFAULT_NOISE) -> dict:
+    """Merge the folder's <model>_seed<k>.json into showdown.json, showdown.md and frontier.png; the merged dict."""
     rows = load_rows(run)
     if not rows:
         raise InputError(f"{run}: no model results to report")
-    notes = report_notes(rows)
-    (run / "showdown.md").write_text(markdown_report(rows, notes, command))
-    plot_frontier(rows, run / "frontier.png")
-    result = {"run_dir": str(run), "settings": rows[0]["settings"], "notes": notes, "command": command, "rows": rows}
+    models = aggregate(rows)
+    verdicts = head_to_head(models, noise)
+    notes = report_notes(rows, models, noise)
+    (run / "showdown.md").write_text(markdown_report(rows, models, verdicts, notes, run, command, noise))
+    plot_frontier(models, run / "frontier.png", run.name)
+    result = {"run_dir": str(run), "data_name": run.name, "settings": rows[0]["settings"], "notes": notes,
+              "command": command, "tie_noise": noise, "models": models, "head_to_head": verdicts, "rows": rows}
     (run / "showdown.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
