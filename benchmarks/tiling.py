@@ -37,11 +37,15 @@ from yolonas.infer.tiling import TileConfig
 KEYS = ("AP", "AP50", "APs", "APm", "APl")
 
 
+def summary(m) -> dict:
+    """AP, AP50, AP by size, and AP per class (the mean over classes weighs a class of one box like cars)."""
+    return {**{k: getattr(m, k) for k in KEYS}, "per_class": dict(m.per_class)}
+
+
 def scores(predictor: Predictor, dataset) -> tuple[dict, list[dict]]:
     """The evaluator's numbers and the COCO results of a predictor on the data set."""
     results = predict_dataset(predictor, dataset, batch_size=1)
-    m = coco_metrics(dataset.to_coco(), results)
-    return {k: getattr(m, k) for k in KEYS}, results
+    return summary(coco_metrics(dataset.to_coco(), results)), results
 
 
 def sahi_runner(backend, cfg: TileConfig, batch: int):
@@ -52,12 +56,14 @@ def sahi_runner(backend, cfg: TileConfig, batch: int):
 
     model = YoloNasSahiModel(model=backend, confidence_threshold=VAL_NMS.score_threshold, nms=VAL_NMS, device="cpu",
                              batch_size=batch)
-    postprocess = "GREEDYNMM" if cfg.merge == "greedynmm" else "NMS"
+    # GREEDYNMM by IoS is SAHI's default; its NMS is here given our IoU threshold, so that it is our NMS.
+    postprocess, metric, threshold = (("GREEDYNMM", "IOS", cfg.match_threshold) if cfg.merge == "greedynmm"
+                                      else ("NMS", "IOU", VAL_NMS.iou_threshold))
 
     def run(image: np.ndarray):
         return get_sliced_prediction(image, model, cfg.size, cfg.size, cfg.overlap, cfg.overlap,
                                      perform_standard_pred=cfg.whole_image, postprocess_type=postprocess,
-                                     postprocess_match_metric="IOS", postprocess_match_threshold=cfg.match_threshold,
+                                     postprocess_match_metric=metric, postprocess_match_threshold=threshold,
                                      force_postprocess_type=True, verbose=0, batch_size=batch)
     return run
 
@@ -69,8 +75,7 @@ def sahi_scores(run, dataset, images: list[np.ndarray]) -> dict:
             x1, y1, x2, y2 = p.bbox.to_xyxy()
             results.append({"image_id": int(dataset.image_ids[i]), "category_id": dataset.category_ids[p.category.id],
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.score.value)})
-    m = coco_metrics(dataset.to_coco(), results)
-    return {k: getattr(m, k) for k in KEYS}
+    return summary(coco_metrics(dataset.to_coco(), results))
 
 
 def box_agreement(a: list[dict], b: list[dict], min_score: float = 0.25) -> float:
@@ -107,7 +112,7 @@ def main() -> None:
     p.add_argument("--tiles", default="1280", help="tile sizes in original pixels, comma-separated")
     p.add_argument("--overlap", type=float, default=0.2)
     p.add_argument("--whole-imgsz", type=int, default=0, help="also whole images at this (larger) input size")
-    p.add_argument("--sahi-batch", type=int, default=1, help="SAHI's batch_size (its default: 1)")
+    p.add_argument("--sahi-batch", type=int, default=8, help="SAHI's batch_size besides its default 1")
     p.add_argument("--int8", action="store_true")
     p.add_argument("--calib-images", type=int, default=32)
     p.add_argument("--blocks", type=int, default=3)
@@ -126,19 +131,24 @@ def main() -> None:
         bigger = open_model(args.weights, imgsz=args.whole_imgsz)
         settings[f"whole image, {args.whole_imgsz} px input"] = Predictor(bigger.backend, nms=VAL_NMS)
     for size in sizes:
-        for merge in ("nms", "greedynmm"):
-            cfg = TileConfig(size, args.overlap, merge=merge)
-            settings[f"tiles {size}, {merge}"] = Predictor(opened.backend, nms=VAL_NMS, tiles=cfg)
+        settings[f"tiles {size}, nms"] = Predictor(opened.backend, nms=VAL_NMS, tiles=TileConfig(size, args.overlap))
+    first = TileConfig(sizes[0], args.overlap)
+    # match_threshold 1: no cut-off part is absorbed (IoS > 1 never holds), i.e. plain NMS over all tiles' boxes
+    settings[f"tiles {sizes[0]}, nms without the border rule"] = Predictor(
+        opened.backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, match_threshold=1.0))
+    settings[f"tiles {sizes[0]}, greedynmm"] = Predictor(
+        opened.backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, merge="greedynmm"))
     rows, results = {}, {}
     for label, predictor in settings.items():
         rows[label], results[label] = scores(predictor, dataset)
         print(f"{label}: {rows[label]}", file=sys.stderr)
 
     fns = {label: cycling(lambda im, pr=pr: pr.predict_arrays([im]), images) for label, pr in settings.items()}
-    sahi_cfgs = {f"SAHI tiles {size}, {merge}": TileConfig(size, args.overlap, merge=merge)
-                 for size in sizes[:1] for merge in ("nms", "greedynmm")}
-    for label, cfg in sahi_cfgs.items():
-        run = sahi_runner(opened.backend, cfg, args.sahi_batch)
+    sahi_cfgs = {f"SAHI tiles {sizes[0]}, {merge}{f', batch {batch}' * (batch != 1)}":
+                 (TileConfig(sizes[0], args.overlap, merge=merge), batch)
+                 for merge, batch in (("nms", 1), ("nms", args.sahi_batch), ("greedynmm", 1))}
+    for label, (cfg, batch) in sahi_cfgs.items():
+        run = sahi_runner(opened.backend, cfg, batch)
         rows[label] = sahi_scores(run, dataset, images)
         fns[label] = cycling(run, images)
         print(f"{label}: {rows[label]}", file=sys.stderr)
@@ -147,8 +157,7 @@ def main() -> None:
     if args.int8:
         with tempfile.TemporaryDirectory() as tmp:
             backend, int8_file = int8_backend(args, Path(tmp))
-            cfg = TileConfig(sizes[0], args.overlap)
-            int8 = Predictor(backend, nms=VAL_NMS, tiles=cfg)
+            int8 = Predictor(backend, nms=VAL_NMS, tiles=first)
             label = f"INT8 OpenVINO, tiles {sizes[0]}, nms"
             rows[label], results[label] = scores(int8, dataset)
             rows[label]["boxes_agree"] = box_agreement(results[label], results[f"tiles {sizes[0]}, nms"])
@@ -161,25 +170,40 @@ def main() -> None:
     write(args, rows, timings, int8_file)
 
 
+def ratio_pairs(rows: dict, size: str) -> list[tuple[str, str]]:
+    """(SAHI setting, our setting running the same merge) pairs, and the tiles against the whole image."""
+    pairs = [(f"SAHI tiles {size}, nms", f"tiles {size}, nms without the border rule"),
+             (f"SAHI tiles {size}, nms", f"tiles {size}, nms"),
+             (f"SAHI tiles {size}, greedynmm", f"tiles {size}, greedynmm")]
+    pairs += [(k, f"tiles {size}, nms") for k in rows if k.startswith(f"SAHI tiles {size}, nms, batch")]
+    pairs += [(k, f"tiles {size}, nms") for k in rows if k.startswith("INT8")]
+    return [(a, b) for a, b in pairs if a in rows and b in rows]
+
+
 def write(args, rows: dict, timings, int8_file) -> None:
     size = args.tiles.split(",")[0]
+    classes = sorted({c for r in rows.values() for c in r["per_class"]})
     out = {"machine": machine(), "weights": args.weights, "data": args.data, "split": args.split,
-           "overlap": args.overlap, "sahi_batch": args.sahi_batch, "int8_file": int8_file, "rows": rows,
+           "overlap": args.overlap, "int8_file": int8_file, "rows": rows,
            "timing": timings.to_dict(),
-           "sahi_vs_ours_ms_ratio": {m: timings.ratio(f"SAHI tiles {size}, {m}", f"tiles {size}, {m}")
-                                     for m in ("nms", "greedynmm")}}
+           "time_ratios": {f"{a} / {b}": timings.ratio(a, b) for a, b in ratio_pairs(rows, size)}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"tiling_{args.tag}.json").write_text(json.dumps(out, indent=2))
     lines = [f"# Tiled inference on {Path(args.data).parent.name} ({args.split})", "",
              f"{machine()['cpu_info']['name']}, {machine()['threads']} threads; weights `{args.weights}`; overlap "
-             f"{args.overlap:g}; SAHI batch_size {args.sahi_batch}; ms per image end to end, median of "
-             f"{args.blocks} interleaved blocks.", "",
-             "| setting | AP | AP50 | AP small | AP medium | AP large | ms / image |", "|---|---|---|---|---|---|---|"]
+             f"{args.overlap:g}; ms per image end to end, median of {args.blocks} interleaved blocks. Merges: ours "
+             "`nms` (cut-off parts absorbed by the larger box that goes on past the tile border, then NMS at IoU "
+             "0.7), the same without that rule (plain NMS over all tiles' boxes), `greedynmm` (SAHI's GREEDYNMM, IoS "
+             "0.5); SAHI's `nms` is its NMS by IoU 0.7 (our threshold), its `greedynmm` its default GREEDYNMM by IoS "
+             "0.5; SAHI's batch_size 1 (its default) unless said. Thresholds: score 0.01, 300 boxes per tile.", "",
+             f"| setting | AP | AP50 | AP small | AP medium | AP large | {' | '.join(f'AP {c}' for c in classes)} "
+             "| ms / image |", "|---" * (7 + len(classes)) + "|"]
     for label, r in rows.items():
+        per_class = " | ".join(f"{r['per_class'].get(c, 0):.4f}" for c in classes)
         lines.append(f"| {label} | {r['AP']:.4f} | {r['AP50']:.4f} | {r['APs']:.4f} | {r['APm']:.4f} | "
-                     f"{r['APl']:.4f} | {r['ms_per_image']:.0f} |")
-    lines += ["", "SAHI (same model through `yolonas.deploy.sahi_model`) / ours, time per image, median of block "
-              "ratios: " + ", ".join(f"{m} x{v:.2f}" for m, v in out["sahi_vs_ours_ms_ratio"].items())]
+                     f"{r['APl']:.4f} | {per_class} | {r['ms_per_image']:.0f} |")
+    lines += ["", "Time per image, median of per-block ratios: "
+              + "; ".join(f"{k} x{v:.2f}" for k, v in out["time_ratios"].items())]
     agree = [r for r in rows.values() if "boxes_agree" in r]
     if agree:
         lines.append(f"INT8: {agree[0]['boxes_agree']:.1%} of the checkpoint's boxes above 0.25 found again "

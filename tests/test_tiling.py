@@ -15,7 +15,7 @@ from yolonas.data import TiledDataset, open_dataset, tile_grid
 from yolonas.errors import InputError
 from yolonas.infer import Predictor
 from yolonas.infer.postprocess import NMSConfig
-from yolonas.infer.tiling import TileConfig, greedy_keep, match_matrix, merge_tiles
+from yolonas.infer.tiling import TileBoxes, TileConfig, absorbed_parts, greedy_keep, merge_tiles
 from yolonas.preprocess import Preprocessing
 
 runner = CliRunner()
@@ -72,34 +72,56 @@ def _boxes(rows):
     return torch.tensor(rows, dtype=torch.float32)
 
 
+def _tiles(rows, windows, hw=(1000, 2000)) -> TileBoxes:
+    dets = torch.tensor(rows, dtype=torch.float32)
+    return TileBoxes(dets, torch.tensor(windows, dtype=torch.float32), torch.full((len(rows),), 2.0), hw)
+
+
+A, B = [0, 0, 640, 640], [512, 0, 1152, 640]  # two tiles side by side, sharing 128 columns
+
+
 def test_a_car_cut_by_a_tile_border_is_counted_once():
-    """The part of a car in one tile (cut, even with the better score) gives way to the whole car in the next."""
-    dets = _boxes([[600, 100, 640, 150, 0.9, 0], [560, 100, 660, 150, 0.8, 0], [100, 100, 150, 150, 0.7, 0]])
-    cut = torch.tensor([True, False, False])
-    out = merge_tiles(dets, cut, 0.7, TileConfig(640))
-    assert out[:, :5].tolist() == dets[[1, 2], :5].tolist()
+    """The part of a car that tile A shows (cut at its right border, even with the better score) gives way to the
+    whole car that tile B shows; plain NMS at IoU 0.7 would keep both (IoU 0.4)."""
+    boxes = _tiles([[600, 100, 640, 150, 0.9, 0], [560, 100, 660, 150, 0.8, 0], [100, 100, 150, 150, 0.7, 0]],
+                   [A, B, A])
+    assert absorbed_parts(boxes, 0.5).tolist() == [True, False, False]
+    assert merge_tiles(boxes, 0.7, TileConfig(640)).tolist() == boxes.dets[[1, 2]].tolist()
+
+
+def test_no_part_is_absorbed_by_a_box_that_does_not_go_past_its_border():
+    """A large box of the same tile (or one that ends at the border too) holds the part, yet saw no more of it."""
+    boxes = _tiles([[600, 100, 640, 150, 0.9, 0], [500, 50, 640, 200, 0.3, 0], [600, 100, 640, 150, 0.5, 0]],
+                   [A, A, B])
+    assert not absorbed_parts(boxes, 0.5).any()
+
+
+def test_two_halves_of_a_long_car_keep_the_larger():
+    """Each tile shows a part cut by its border, each going on past the other's border: the larger part stays."""
+    boxes = _tiles([[400, 10, 640, 40, 0.9, 0], [512, 10, 700, 40, 0.8, 0]], [A, B])
+    assert absorbed_parts(boxes, 0.5).tolist() == [False, True]
 
 
 def test_other_classes_and_separate_cars_stay():
-    dets = _boxes([[0, 0, 10, 10, 0.9, 0], [0, 0, 10, 10, 0.8, 1], [20, 0, 30, 10, 0.7, 0]])
-    assert len(merge_tiles(dets, torch.zeros(3, dtype=torch.bool), 0.7, TileConfig(640))) == 3
+    boxes = _tiles([[600, 100, 640, 150, 0.9, 1], [560, 100, 660, 150, 0.8, 0], [20, 0, 30, 10, 0.7, 0]], [A, B, A])
+    assert len(merge_tiles(boxes, 0.7, TileConfig(640))) == 3
+    assert len(merge_tiles(boxes, 0.7, TileConfig(640), class_agnostic=True)) == 2
 
 
 def test_greedynmm_grows_the_kept_box_to_the_union():
     """A car longer than the overlap is cut in every tile: greedynmm joins its parts into one whole box."""
-    dets = _boxes([[300, 10, 560, 40, 0.6, 0], [480, 10, 620, 40, 0.75, 0]])
-    cut = torch.ones(2, dtype=torch.bool)
-    out = merge_tiles(dets, cut, 0.7, TileConfig(320, merge="greedynmm"))
+    boxes = _tiles([[300, 10, 560, 40, 0.6, 0], [480, 10, 620, 40, 0.75, 0]], [A, B])
+    out = merge_tiles(boxes, 0.7, TileConfig(320, merge="greedynmm"))
     assert out.tolist() == [[300, 10, 620, 40, 0.75, 0]]
-    assert len(merge_tiles(dets, cut, 0.7, TileConfig(320, merge="nms"))) == 1  # nms keeps the better part only
 
 
 def test_uncut_boxes_merge_as_nms_does():
     g = torch.Generator().manual_seed(0)
-    xy = torch.rand(300, 2, generator=g) * 200
+    xy = torch.rand(300, 2, generator=g) * 200 + 100
     dets = torch.cat([xy, xy + 20 + torch.rand(300, 2, generator=g) * 30, torch.rand(300, 1, generator=g),
                       torch.randint(0, 3, (300, 1), generator=g).float()], dim=1)
-    out = merge_tiles(dets, torch.zeros(300, dtype=torch.bool), 0.5, TileConfig(640))
+    boxes = TileBoxes(dets, torch.tensor([[0.0, 0, 1000, 1000]]).expand(300, 4), torch.full((300,), 2.0), (800, 900))
+    out = merge_tiles(boxes, 0.5, TileConfig(640))
     keep = batched_nms(dets[:, :4], dets[:, 4], dets[:, 5].long(), 0.5)
     assert out.tolist() == dets[keep].tolist()
 
@@ -108,9 +130,6 @@ def test_greedy_keep_follows_chains():
     """a suppresses b, b would suppress c: greedy keeps a and c (one round of Fast NMS would drop c too)."""
     match = torch.tensor([[False, True, False], [False, False, True], [False, False, False]])
     assert greedy_keep(match).tolist() == [True, False, True]
-    dets = _boxes([[0, 0, 10, 10, 0.9, 0]] * 2)
-    assert match_matrix(dets, torch.zeros(2, dtype=torch.bool), 0.7, TileConfig(640)).tolist() == [[False, True],
-                                                                                                   [False, False]]
 
 
 class WhiteBoxes:
@@ -187,3 +206,40 @@ def test_sahi_with_our_adapter_finds_the_same_boxes():
 def test_cli_tile_errors(tmp_path, args, says):
     result = runner.invoke(app, ["predict", "-m", "yolo_nas_tiny", "-s", str(tmp_path), *args])
     assert result.exit_code != 0 and says in str(result.exception)
+
+
+@pytest.fixture(scope="module")
+def tiled_run(tmp_path_factory):
+    """yolo_nas_tiny trained 1 epoch on 128 px tiles of generated 256 px images, validated tiled."""
+    from yolonas.data.synthetic import make_synthetic_dataset  # noqa: PLC0415
+    from yolonas.train import Trainer, apply_overrides, load_recipe  # noqa: PLC0415
+
+    folder = tmp_path_factory.mktemp("tiled")
+    data = make_synthetic_dataset(folder / "shapes", n_images=8, n_val=4, size=256, seed=2)
+    cfg = apply_overrides(load_recipe("cpu_smoke"), {
+        "data": str(data), "project": str(folder / "runs"), "imgsz": 128, "batch": 4, "epochs": 1,
+        "run.verbose": False, "data.tile": 128, "data.tile_overlap": 0.25, "data.tile_empty": 1.0})
+    trainer = Trainer(cfg)
+    result = trainer.fit()
+    return trainer, result, data
+
+
+def test_training_on_tiles_validates_tiled(tiled_run):
+    trainer, result, _ = tiled_run
+    assert isinstance(trainer.train_data, TiledDataset) and trainer.tiles == TileConfig(128, 0.25)
+    # 256 px images (square or 3:4) at tile 128, overlap 32: 3 x 3 or 3 x 2 tiles each, every one kept (rate 1)
+    assert len(trainer.train_data) == sum(len(tile_grid(h, w, 128, 0.25)) for h, w in trainer.train_data.base.sizes)
+    assert "AP" in result.metrics
+
+
+def test_val_tile_scores_through_the_same_evaluator(tiled_run, tmp_path, monkeypatch):
+    import json  # noqa: PLC0415
+
+    _, result, data = tiled_run
+    monkeypatch.chdir(tmp_path)
+    plain = runner.invoke(app, ["val", "-w", str(result.best), "-d", str(data), "--no-plots", "--json", "-"])
+    tiled = runner.invoke(app, ["val", "-w", str(result.best), "-d", str(data), "--no-plots", "--json", "-",
+                                "--tile", "128", "--overlap", "0.25"])
+    assert plain.exit_code == 0 and tiled.exit_code == 0, tiled.output
+    a, b = json.loads(plain.stdout), json.loads(tiled.stdout)
+    assert a.keys() == b.keys() and a["AP"] != b["AP"]

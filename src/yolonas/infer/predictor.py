@@ -16,7 +16,7 @@ from yolonas.infer.detections import Detections
 from yolonas.infer.letterbox import batch_boxes_to_original, check_image, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
 from yolonas.infer.sources import ImageSource
-from yolonas.infer.tiling import BORDER_PIXELS, TileConfig, cut_by_border, merge_tiles
+from yolonas.infer.tiling import BORDER_PIXELS, TileBoxes, TileConfig, merge_tiles
 from yolonas.preprocess import LetterboxInfo, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Predictor:
         self.preprocessing = preprocessing or getattr(self.backend, "preprocessing", None) or Preprocessing()
         self.class_names = class_names or getattr(self.backend, "class_names", None)
         self.tiles = TileConfig(tiles) if isinstance(tiles, int) and not isinstance(tiles, bool) else tiles
-        self._said_whole = False  # the notice that images no larger than a tile run whole, given once
+        self._said_whole = self._said_greedy = False  # notices given once per predictor
         self.skipped: list[tuple[str, str]] = []  # (file, reason) of the inputs the last predict/stream left out
         # A channels-last backend (TorchBackend's default) gets its input letterboxed in that layout: no copy.
         channels_last = getattr(self.backend, "memory_format", None) == torch.channels_last
@@ -216,13 +216,13 @@ class Predictor:
             d, i, num_classes = self._detect(crops[start:start + chunk])
             dets.extend(d)
             infos.extend(i)
-        flat, cut = self._shift_to_images(dets, infos, windows, images)
-        last_crop = np.cumsum([len(w) for w in windows])
-        boxes_before = np.concatenate([[0], np.cumsum([len(d) for d in dets])])[last_crop]
-        per_image = np.diff(boxes_before, prepend=0).tolist()
-        per_image, cuts = flat.split(per_image), cut.split(per_image)
-        merged = [merge_tiles(d, c, self.nms.iou_threshold, self.tiles, self.nms.class_agnostic,
-                              self.nms.max_detections) for d, c in zip(per_image, cuts)]
+        per_image = self._tile_boxes(dets, infos, windows, images)
+        if self.tiles.merge == "greedynmm" and self.nms.score_threshold < 0.1 and not self._said_greedy:
+            self._said_greedy = True
+            log.warning("tile merge greedynmm at score threshold %g grows boxes into low-score neighbours and lowers "
+                        "AP; use it with confident thresholds, the default nms otherwise", self.nms.score_threshold)
+        merged = [merge_tiles(b, self.nms.iou_threshold, self.tiles, self.nms.class_agnostic,
+                              self.nms.max_detections) for b in per_image]
         return self._to_detections(merged, [image.shape[:2] for image in images], names, num_classes)
 
     def _windows(self, image: np.ndarray, name: str | None) -> np.ndarray:
@@ -234,17 +234,20 @@ class Predictor:
                         self.tiles.size, name or "an image", w, h)
         return self.tiles.windows(h, w)
 
-    def _shift_to_images(self, dets: list[torch.Tensor], infos: list[LetterboxInfo], windows: list[np.ndarray],
-                         images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """All tile detections as one [N, 6] in their image's pixels, and [N] bool: cut by an inner tile border."""
+    def _tile_boxes(self, dets: list[torch.Tensor], infos: list[LetterboxInfo], windows: list[np.ndarray],
+                    images: list[np.ndarray]) -> list[TileBoxes]:
+        """Per image, its tiles' detections shifted into its pixels, with the window and border margin of each."""
         counts = [len(d) for d in dets]
         flat = torch.cat(dets) if dets else torch.zeros((0, 6))
-        sizes = np.concatenate([np.tile(image.shape[:2], (len(w), 1)) for image, w in zip(images, windows)])
-        # Per box: its window, its image's (h, w), and BORDER_PIXELS of model input in original pixels.
-        rows = np.concatenate([np.concatenate(windows), sizes, [[BORDER_PIXELS / i.scale] for i in infos]], axis=1)
+        # Per box: its window and BORDER_PIXELS of model input in original pixels.
+        rows = np.concatenate([np.concatenate(windows), [[BORDER_PIXELS / i.scale] for i in infos]], axis=1)
         rows = torch.from_numpy(np.repeat(rows, counts, axis=0)).to(flat.device, flat.dtype)
         flat = torch.cat([flat[:, :4] + rows[:, [0, 1, 0, 1]], flat[:, 4:]], dim=1)
-        return flat, cut_by_border(flat[:, :4], rows[:, :4], rows[:, 4:6], rows[:, 6])
+        crops_per_image = [len(w) for w in windows]
+        boxes_per_image = [sum(c) for c in np.split(np.array(counts, dtype=np.int64),
+                                                     np.cumsum(crops_per_image)[:-1])]
+        return [TileBoxes(d, r[:, :4], r[:, 4], image.shape[:2])
+                for d, r, image in zip(flat.split(boxes_per_image), rows.split(boxes_per_image), images)]
 
     def stream(self, source) -> Iterator[tuple[str, np.ndarray, Detections]]:
         """Yield (name, RGB image, Detections) per image or video frame, holding one batch in memory at a time."""

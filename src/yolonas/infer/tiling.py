@@ -1,10 +1,13 @@
 """Sliced inference: which windows of an image to run, and how their detections merge back into one set.
 
 Every tile is letterboxed to the model's input like a whole image, so a tile of `size` pixels is seen at the
-scale `input / size`. The merge is one greedy pass over all of an image's boxes, done with tensor ops (no loop
-over boxes): a box cut by an inner tile border ranks after every uncut box, and is matched by intersection over
-the smaller box (IoS), so the half of a car cut by a border is absorbed by the whole car seen in the next tile
-rather than counted twice. Uncut boxes match each other by IoU at the NMS threshold, as without tiles.
+scale `input / size`. The merge (`nms`, the default) first drops the parts of objects that a tile border cut off
+where a neighbouring tile saw more of the same object (`absorbed_parts`: a box cut by its tile's border, lying
+mostly inside a larger box that goes on past that border), so a car cut in two is counted once; then class-aware
+NMS at the usual IoU removes the copies that overlapping tiles both saw whole. `greedynmm` is SAHI's default merge
+instead (boxes matched by intersection over the smaller one grow into their union); like SAHI's, it suits
+confident thresholds: at validation's 0.01 it grows boxes into their low-score neighbours (SAHI then switches to
+NMS). Both are tensor ops over all of an image's boxes, no loop over boxes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torchvision.ops import batched_nms, nms
 
 from yolonas.data.tiles import check_tiling, tile_grid
 from yolonas.errors import InputError
@@ -30,7 +34,7 @@ class TileConfig:
     overlap: float = 0.2
     whole_image: bool = False  # also run the whole image letterboxed: large objects no tile holds
     merge: MergeMode = "nms"  # "greedynmm": matched boxes merge into their union (SAHI's GREEDYNMM) instead
-    match_threshold: float = 0.5  # IoS above which a cut box (greedynmm: any box) joins a better one
+    match_threshold: float = 0.5  # IoS above which a cut-off part joins the larger box (greedynmm: any two boxes)
 
     def __post_init__(self) -> None:
         check_tiling(self.size, self.overlap)
@@ -52,15 +56,25 @@ class TileConfig:
         return grid
 
 
-def cut_by_border(boxes: torch.Tensor, windows: torch.Tensor, image_hw: torch.Tensor, margin: torch.Tensor
-                  ) -> torch.Tensor:
-    """[n] bool: the box [n, 4] (original pixels) reaches, within `margin` [n], a border of its window [n, 4]
-    that lies inside the image [n, 2] (h, w); a whole-image window has no such border."""
-    inner_lo = windows[:, :2] > 0
-    inner_hi = windows[:, 2:] < image_hw.flip(1)
-    at_lo = boxes[:, :2] <= windows[:, :2] + margin[:, None]
-    at_hi = boxes[:, 2:] >= windows[:, 2:] - margin[:, None]
-    return ((inner_lo & at_lo) | (inner_hi & at_hi)).any(dim=1)
+@dataclass(frozen=True)
+class TileBoxes:
+    """One image's tile detections before the merge: [n, 6] rows (x1, y1, x2, y2, score, class) in image pixels,
+    the window [n, 4] each came from, and `margin` [n]: how near (image pixels) an edge must be to a window border
+    to count as cut by it."""
+
+    dets: torch.Tensor
+    windows: torch.Tensor
+    margin: torch.Tensor
+    image_hw: tuple[int, int]
+
+    def cut_sides(self) -> torch.Tensor:
+        """[n, 4] bool: the box is cut by its window's left, top, right, bottom border (one inside the image)."""
+        h, w = self.image_hw
+        inner = torch.cat([self.windows[:, :2] > 0, self.windows[:, 2:] < self.windows.new_tensor([w, h])], dim=1)
+        m = self.margin[:, None]
+        at = torch.cat([self.dets[:, :2] <= self.windows[:, :2] + m, self.dets[:, 2:4] >= self.windows[:, 2:] - m],
+                       dim=1)
+        return inner & at
 
 
 def pairwise_overlap(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,22 +89,38 @@ def pairwise_overlap(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return iou, ios
 
 
-def match_matrix(dets: torch.Tensor, cut: torch.Tensor, iou_threshold: float, cfg: TileConfig,
-                 class_agnostic: bool = False, rows: int = 1024) -> torch.Tensor:
-    """[n, n] bool: box i (earlier in rank) absorbs box j > i. Same class (unless agnostic); IoS above
-    `cfg.match_threshold` when either is cut (greedynmm: always), IoU above `iou_threshold` otherwise."""
-    n = len(dets)
-    match = torch.zeros(n, n, dtype=torch.bool, device=dets.device)
-    later = torch.arange(n, device=dets.device)
-    for start in range(0, n, rows):  # in row blocks: a float [n, n] for 8,000 boxes would be 256 MB per tensor
-        block = slice(start, min(start + rows, n))
-        iou, ios = pairwise_overlap(dets[block, :4], dets[:, :4])
-        by_ios = cut[block, None] | cut[None, :] if cfg.merge == "nms" else torch.ones_like(iou, dtype=torch.bool)
-        hit = torch.where(by_ios, ios > cfg.match_threshold, iou > iou_threshold)
+def absorbed_parts(boxes: TileBoxes, threshold: float, class_agnostic: bool = False, rows: int = 1024
+                   ) -> torch.Tensor:
+    """[n] bool: the boxes that are a part of another, larger box of the same class cut off by a tile border.
+
+    Box j is such a part of box i when j is cut by a border of its window, i goes on past that border (so i saw
+    what j's tile could not), more than `threshold` of j lies inside i (IoS), and i is the larger. A box of the
+    same tile never goes past its border (boxes are clipped to their tile), nor does one that is itself only cut.
+    """
+    dets, n = boxes.dets, len(boxes.dets)
+    cut = boxes.cut_sides()
+    parts = torch.nonzero(cut.any(dim=1)).flatten()  # only a cut box can be a part: the columns j
+    out = torch.zeros(n, dtype=torch.bool, device=dets.device)
+    if len(parts) == 0:
+        return out
+    area = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
+    index = torch.arange(n, device=dets.device)
+    dj, wj, mj, cj = dets[parts], boxes.windows[parts], boxes.margin[parts, None], cut[parts]
+    found = torch.zeros(len(parts), dtype=torch.bool, device=dets.device)
+    for start in range(0, n, rows):  # in row blocks of i: [i, j, 4] for 2,400 x 800 boxes is 30 MB
+        i = slice(start, min(start + rows, n))
+        # past[i, j, side]: box i reaches past the border on `side` of j's window (by more than j's margin)
+        past = torch.cat([dets[i, None, :2] < (wj[:, :2] - mj)[None], dets[i, None, 2:4] > (wj[:, 2:] + mj)[None]],
+                         dim=2)
+        _, ios = pairwise_overlap(dets[i, :4], dj[:, :4])
+        larger = (area[i, None] > area[None, parts]) | ((area[i, None] == area[None, parts])
+                                                        & (index[i, None] < parts[None]))
+        hit = (past & cj[None]).any(dim=2) & (ios > threshold) & larger
         if not class_agnostic:
-            hit &= dets[block, None, 5] == dets[None, :, 5]
-        match[block] = hit & (later[None, :] > later[block, None])
-    return match
+            hit &= dets[i, None, 5] == dj[None, :, 5]
+        found |= hit.any(dim=0)
+    out[parts] = found
+    return out
 
 
 def greedy_keep(match: torch.Tensor) -> torch.Tensor:
@@ -107,6 +137,22 @@ def greedy_keep(match: torch.Tensor) -> torch.Tensor:
         keep = again
 
 
+def ios_matches(dets: torch.Tensor, threshold: float, class_agnostic: bool = False, rows: int = 1024
+                ) -> torch.Tensor:
+    """[n, n] bool for boxes in rank order: box i (earlier) and j > i overlap by IoS above `threshold`."""
+    n = len(dets)
+    match = torch.zeros(n, n, dtype=torch.bool, device=dets.device)
+    index = torch.arange(n, device=dets.device)
+    for start in range(0, n, rows):  # in row blocks: a float [n, n] for 8,000 boxes would be 256 MB per tensor
+        block = slice(start, min(start + rows, n))
+        _, ios = pairwise_overlap(dets[block, :4], dets[:, :4])
+        hit = (ios > threshold) & (index[None, :] > index[block, None])
+        if not class_agnostic:
+            hit &= dets[block, None, 5] == dets[None, :, 5]
+        match[block] = hit
+    return match
+
+
 def merge_into_keepers(dets: torch.Tensor, match: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Each kept box grown to the union of the boxes it suppressed, with the best score among them (SAHI's
     GREEDYNMM: a suppressed box belongs to the first kept box that matches it)."""
@@ -119,23 +165,32 @@ def merge_into_keepers(dets: torch.Tensor, match: torch.Tensor, keep: torch.Tens
     return out
 
 
-def merge_tiles(dets: torch.Tensor, cut: torch.Tensor, iou_threshold: float, cfg: TileConfig,
-                class_agnostic: bool = False, max_detections: int | None = None) -> torch.Tensor:
-    """One image's tile detections [n, 6] (x1, y1, x2, y2, score, class; original pixels) merged into one set,
-    best first. `cut` [n] marks boxes cut by an inner tile border (see module doc)."""
-    if len(dets) == 0:
-        return dets
-    # Scores are in [0, 1]: every cut box after every uncut one; at equal scores the larger box (more of the object)
-    # first.
+def greedy_nmm(dets: torch.Tensor, threshold: float, class_agnostic: bool = False) -> torch.Tensor:
+    """SAHI's GREEDYNMM on [n, 6] boxes: best score first (at equal scores the larger), each kept box absorbs the
+    later ones it overlaps by IoS above `threshold` and grows to their union."""
     area = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
     by_area = area.argsort(descending=True, stable=True)
-    rank = (dets[:, 4] - cut.to(dets.dtype))[by_area]
-    order = by_area[rank.argsort(descending=True, stable=True)]
-    dets, cut = dets[order], cut[order]
-    match = match_matrix(dets, cut, iou_threshold, cfg, class_agnostic)
+    order = by_area[dets[by_area, 4].argsort(descending=True, stable=True)]
+    dets = dets[order]
+    match = ios_matches(dets, threshold, class_agnostic)
     keep = greedy_keep(match)
+    return merge_into_keepers(dets, match, keep)[keep]
+
+
+def merge_tiles(boxes: TileBoxes, iou_threshold: float, cfg: TileConfig, class_agnostic: bool = False,
+                max_detections: int | None = None) -> torch.Tensor:
+    """One image's tile detections merged into one set [m, 6], best first (see the module doc)."""
+    dets = boxes.dets
+    if len(dets) == 0:
+        return dets
     if cfg.merge == "greedynmm":
-        dets = merge_into_keepers(dets, match, keep)
-    kept = dets[keep]
+        kept = greedy_nmm(dets, cfg.match_threshold, class_agnostic)
+    else:
+        dets = dets[~absorbed_parts(boxes, cfg.match_threshold, class_agnostic)]
+        if class_agnostic:
+            keep = nms(dets[:, :4], dets[:, 4], iou_threshold)
+        else:
+            keep = batched_nms(dets[:, :4], dets[:, 4], dets[:, 5].long(), iou_threshold)
+        kept = dets[keep]
     kept = kept[kept[:, 4].argsort(descending=True, stable=True)]
     return kept if max_detections is None else kept[:max_detections]
