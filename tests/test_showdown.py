@@ -97,8 +97,9 @@ def test_a_coco_json_fails_the_peer_row_in_one_line_while_ours_completes(tiny_da
 
     coco = tmp_path / "coco" / "instances.json"
     coco.parent.mkdir()
-    gt = open_dataset(tiny_data, "train").to_coco()
-    gt["images"] = [{**im, "file_name": str(Path(im["file_name"]).resolve())} for im in gt["images"]]
+    train = open_dataset(tiny_data, "train")
+    gt = train.to_coco()
+    gt["images"] = [{**im, "file_name": str(Path(f).resolve())} for im, f in zip(gt["images"], train.image_files)]
     coco.write_text(json.dumps(gt))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["yolonas", "showdown", "--data", str(coco), "--models", "yolo_nas_tiny,yolo11n",
