@@ -94,10 +94,10 @@ class TiledDataset(DetectionDataset):
         report = LabelReport(source=f"{base.report.source} (tiles of {size} px)")
         super().__init__(base.root, files, sizes, np.arange(1, len(files) + 1), boxes[rows], classes[rows],
                          crowd[rows], offsets, base.class_names, base.category_ids, report)
-        n_empty = int((counts == 0).sum())
+        empty_kept = int((counts[keep] == 0).sum())
         log.info("tiles: %d of %d images at %d px, overlap %g: %d with boxes, %d of %d empty ones kept (rate %g)",
-                 len(self), len(base), size, overlap, len(self) - int((counts[keep] == 0).sum()),
-                 int((counts[keep] == 0).sum()), n_empty, empty_rate)
+                 len(self), len(base), size, overlap, len(self) - empty_kept, empty_kept, int((counts == 0).sum()),
+                 empty_rate)
 
     @staticmethod
     def _cut(base: DetectionDataset, size: int, overlap: float, min_visible: float):

@@ -77,16 +77,14 @@ class TileBoxes:
         return inner & at
 
 
-def pairwise_overlap(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(IoU, IoS) [n, m] of xyxy boxes a [n, 4] and b [m, 4]; IoS divides by the smaller of the two areas."""
+def pairwise_ios(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[n, m] intersection over the smaller area of xyxy boxes a [n, 4] and b [m, 4]."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(dim=2)
-    iou = inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
-    ios = inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
-    return iou, ios
+    return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
 
 
 def absorbed_parts(boxes: TileBoxes, threshold: float, class_agnostic: bool = False, rows: int = 1024
@@ -112,7 +110,7 @@ def absorbed_parts(boxes: TileBoxes, threshold: float, class_agnostic: bool = Fa
         # past[i, j, side]: box i reaches past the border on `side` of j's window (by more than j's margin)
         past = torch.cat([dets[i, None, :2] < (wj[:, :2] - mj)[None], dets[i, None, 2:4] > (wj[:, 2:] + mj)[None]],
                          dim=2)
-        _, ios = pairwise_overlap(dets[i, :4], dj[:, :4])
+        ios = pairwise_ios(dets[i, :4], dj[:, :4])
         larger = (area[i, None] > area[None, parts]) | ((area[i, None] == area[None, parts])
                                                         & (index[i, None] < parts[None]))
         hit = (past & cj[None]).any(dim=2) & (ios > threshold) & larger
@@ -145,7 +143,7 @@ def ios_matches(dets: torch.Tensor, threshold: float, class_agnostic: bool = Fal
     index = torch.arange(n, device=dets.device)
     for start in range(0, n, rows):  # in row blocks: a float [n, n] for 8,000 boxes would be 256 MB per tensor
         block = slice(start, min(start + rows, n))
-        _, ios = pairwise_overlap(dets[block, :4], dets[:, :4])
+        ios = pairwise_ios(dets[block, :4], dets[:, :4])
         hit = (ios > threshold) & (index[None, :] > index[block, None])
         if not class_agnostic:
             hit &= dets[block, None, 5] == dets[None, :, 5]
