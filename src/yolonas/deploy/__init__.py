@@ -7,6 +7,7 @@ from yolonas.deploy.backends import (
     load_backend,
 )
 from yolonas.deploy.export import export_onnx, export_openvino
+from yolonas.deploy.open import open_predictor
 
 __all__ = ["OnnxRuntimeBackend", "OpenVINOBackend", "TensorRTBackend", "export_onnx", "export_openvino",
-           "load_backend"]
+           "load_backend", "open_predictor"]

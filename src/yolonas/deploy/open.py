@@ -89,3 +89,16 @@ def _open_exported(path: Path, imgsz: int | None, device: str, runtime: str | No
                          "--saveEngine=model.engine); TensorRT is not installed on this machine")
     engine = load_backend(path, device=device, threads=threads, runtime=None if runtime in TORCH_RUNTIMES else runtime)
     return OpenedModel(str(path), engine, None, type(engine).__name__.removesuffix("Backend").lower())
+
+
+def open_predictor(path: str | Path, *, imgsz: int | None = None, device: str = "cpu", runtime: str = "auto",
+                   threads: int | None = None, nms=None, tiles=None, batch: int = 8, half: bool = False):
+    """The one call that turns a model file into a ready `Predictor`: a checkpoint, published name or spec YAML
+    (PyTorch), or an exported .onnx / .xml (its runtime). `runtime`: auto (by the file), torch, onnxruntime,
+    openvino, tensorrt. `nms` (an NMSConfig, default predict's) and `tiles` (a TileConfig or a tile size) are the
+    Predictor's defaults; `batch` its batch size."""
+    from yolonas.infer.predictor import Predictor  # noqa: PLC0415 - placeholder until the seam lands
+
+    opened = open_model(path, imgsz=imgsz, device=device, runtime=None if runtime == "auto" else runtime,
+                        threads=threads, half=half)
+    return Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
