@@ -29,6 +29,7 @@ from yolonas.arch.spec import yolo_nas_s
 from yolonas.deploy.backends import OpenVINOBackend
 from yolonas.deploy.benchmark import compare, compare_markdown
 from yolonas.deploy.timing import block_ratio, cpu_info
+from yolonas.infer.predictor import Predictor
 from yolonas.quant.paths import BASELINE, build_paths
 from yolonas.quant.pipeline import quantize
 
@@ -183,7 +184,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="yolonas-fastest-") as tmp:
         backends, skipped = our_paths(args, Path(tmp), aquarium / "data.yaml")
         turns = peer_turns(peer, ready["keys"], log) if peer is not None else None
-        results = compare(backends, images, baseline=f"yolo_nas_s {BASELINE}", blocks=args.blocks, runs=args.runs,
+        predictors = {name: Predictor(backend, batch_size=1) for name, backend in backends.items()}
+        results = compare(predictors, images, baseline=f"yolo_nas_s {BASELINE}", blocks=args.blocks, runs=args.runs,
                           turns=turns)
         forward = forward_only(args, backends)
     if peer is not None:

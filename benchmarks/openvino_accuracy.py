@@ -26,6 +26,7 @@ from yolonas.deploy.benchmark import compare
 from yolonas.deploy.export import export_onnx, export_openvino
 from yolonas.deploy.timing import cpu_info
 from yolonas.eval.validate import validate
+from yolonas.infer.predictor import Predictor
 from yolonas.quant.pipeline import quantize
 from yolonas.weights import load
 
@@ -125,7 +126,9 @@ def main() -> None:
                  "openvino bf16": backend_for(ir_bf16, args.threads)}
         timed.update({name: backend_for(per_seed[args.seeds[0]], args.threads) for name, per_seed in files.items()})
         images = sorted(dataset.image_files)[:16]
-        res["timing"] = {r.name: r.end_to_end_ms for r in compare(timed, images, blocks=args.blocks, runs=args.runs)}
+        predictors = {name: Predictor(backend, batch_size=1) for name, backend in timed.items()}
+        timed_paths = compare(predictors, images, blocks=args.blocks, runs=args.runs)
+        res["timing"] = {r.name: r.end_to_end_ms for r in timed_paths}
     out = RESULTS / f"openvino_accuracy_{args.tag}"
     Path(f"{out}.json").write_text(json.dumps(res, indent=2) + "\n")
     text = markdown(args, res)

@@ -26,7 +26,7 @@ from torchvision.ops import box_iou
 
 from _common import RESULTS, machine
 from yolonas.data import open_dataset
-from yolonas.deploy.open import open_model
+from yolonas.deploy.open import open_backend
 from yolonas.deploy.timing import cycling, time_blocks
 from yolonas.eval.coco import coco_metrics
 from yolonas.eval.validate import predict_dataset
@@ -123,21 +123,21 @@ def main() -> None:
 
     dataset = open_dataset(args.data, args.split)
     images = [dataset.load_image(i) for i in range(len(dataset))]
-    opened = open_model(args.weights)
-    imgsz = opened.preprocessing.image_size[0]
+    backend = open_backend(args.weights)
+    imgsz = backend.preprocessing.image_size[0]
     sizes = [int(s) for s in args.tiles.split(",")]
-    settings: dict[str, Predictor] = {f"whole image, {imgsz} px input": Predictor(opened.backend, nms=VAL_NMS)}
+    settings: dict[str, Predictor] = {f"whole image, {imgsz} px input": Predictor(backend, nms=VAL_NMS)}
     if args.whole_imgsz:
-        bigger = open_model(args.weights, imgsz=args.whole_imgsz)
-        settings[f"whole image, {args.whole_imgsz} px input"] = Predictor(bigger.backend, nms=VAL_NMS)
+        bigger = open_backend(args.weights, imgsz=args.whole_imgsz)
+        settings[f"whole image, {args.whole_imgsz} px input"] = Predictor(bigger, nms=VAL_NMS)
     for size in sizes:
-        settings[f"tiles {size}, nms"] = Predictor(opened.backend, nms=VAL_NMS, tiles=TileConfig(size, args.overlap))
+        settings[f"tiles {size}, nms"] = Predictor(backend, nms=VAL_NMS, tiles=TileConfig(size, args.overlap))
     first = TileConfig(sizes[0], args.overlap)
     # match_threshold 1: no cut-off part is absorbed (IoS > 1 never holds), i.e. plain NMS over all tiles' boxes
     settings[f"tiles {sizes[0]}, nms without the border rule"] = Predictor(
-        opened.backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, match_threshold=1.0))
+        backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, match_threshold=1.0))
     settings[f"tiles {sizes[0]}, greedynmm"] = Predictor(
-        opened.backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, merge="greedynmm"))
+        backend, nms=VAL_NMS, tiles=TileConfig(sizes[0], args.overlap, merge="greedynmm"))
     rows, results = {}, {}
     for label, predictor in settings.items():
         rows[label], results[label] = scores(predictor, dataset)
@@ -148,7 +148,7 @@ def main() -> None:
                  (TileConfig(sizes[0], args.overlap, merge=merge), batch)
                  for merge, batch in (("nms", 1), ("nms", args.sahi_batch), ("greedynmm", 1))}
     for label, (cfg, batch) in sahi_cfgs.items():
-        run = sahi_runner(opened.backend, cfg, batch)
+        run = sahi_runner(backend, cfg, batch)
         rows[label] = sahi_scores(run, dataset, images)
         fns[label] = cycling(run, images)
         print(f"{label}: {rows[label]}", file=sys.stderr)

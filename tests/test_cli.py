@@ -139,4 +139,4 @@ def test_export_then_predict_val_and_bench_on_the_onnx(coco128, tmp_path, monkey
     assert "AP50" in json.loads(result.stdout)
     result = runner.invoke(app, ["bench", "--weights", "m.onnx", "--runs", "2", "--warmup", "1", "--json", "-"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["results"][0]["backend"] == "onnxruntime"
+    assert json.loads(result.stdout)["results"][0]["backend"] == "onnxruntime fp32"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import subprocess
 import sys
 import warnings
@@ -20,12 +21,12 @@ from yolonas.deploy.backends import (
     TensorRTBackend,
     load_backend,
 )
-from yolonas.deploy.export import export_onnx, export_openvino
+from yolonas.deploy.export import export_file, export_onnx, export_openvino
 from yolonas.errors import InputError
 from yolonas.eval.validate import validate
 from yolonas.infer import TorchBackend
 from yolonas.infer.letterbox import letterbox_batch
-from yolonas.infer.postprocess import VAL_NMS
+from yolonas.infer.postprocess import PREDICT_NMS, VAL_NMS, NMSConfig
 from yolonas.infer.predictor import Predictor
 from yolonas.infer.sources import read_image
 from yolonas.infer.tiling import TileConfig
@@ -59,12 +60,9 @@ def test_raw_exports_give_pytorch_outputs(trained):
     x, _ = letterbox_batch([read_image(p) for p in images[:4]], model.preprocessing)
     with torch.no_grad():
         want_boxes, want_scores = TorchBackend(copy.deepcopy(model).fuse())(x)
-    backends = [OnnxRuntimeBackend(path, threads=2)]
-    try:
-        import openvino  # noqa: F401, PLC0415 - optional
-        backends += [OpenVINOBackend(path, threads=2), OpenVINOBackend(export_openvino(path, tmp_path / "ov.xml"))]
-    except ImportError:
-        pass
+    pytest.importorskip("openvino")
+    backends = [OnnxRuntimeBackend(path, threads=2), OpenVINOBackend(path, threads=2),
+                OpenVINOBackend(export_openvino(path, tmp_path / "ov.xml"))]
     for backend in backends:
         assert backend.class_names == model.class_names and backend.preprocessing == model.preprocessing
         for n in (1, 4):
@@ -80,23 +78,51 @@ def test_raw_exports_give_pytorch_outputs(trained):
                                rtol=1e-3, atol=0.05)
 
 
-def test_nms_export_gives_pytorch_ap(trained):
+def _nms_exports(model, folder: Path) -> dict[str, object]:
+    """The model's NMS-inside exports at predict's default thresholds, each on the runtimes that run it."""
+    pytest.importorskip("openvino")
+    onnx_path = export_onnx(model, folder / "nms.onnx", batch=None, nms=PREDICT_NMS)
+    xml = export_file(model, folder / "nms.xml", "openvino", batch=None, nms=PREDICT_NMS)
+    return {"onnx on onnxruntime": OnnxRuntimeBackend(onnx_path, threads=2),
+            "onnx on openvino": OpenVINOBackend(onnx_path, threads=2),
+            "xml on openvino": OpenVINOBackend(xml, threads=2)}
+
+
+def test_nms_exports_score_like_the_checkpoint_at_run_time_thresholds(trained):
+    """Exported at predict's score 0.25, an NMS-inside file still validates at val's 0.01: the thresholds are
+    inputs of its graph, so AP equals the checkpoint's, on ONNX Runtime and OpenVINO, .onnx and .xml alike."""
     model, data, _, tmp_path = trained
     dataset = load_data_yaml(data, "val")
     want = validate(model, dataset, batch_size=8)
     assert want.AP > 0.1  # a model with real detections
-    path = export_onnx(model, tmp_path / "nms.onnx", batch=None, nms=VAL_NMS)
-    backends = [OnnxRuntimeBackend(path, threads=2)]
-    try:
-        import openvino  # noqa: F401, PLC0415 - optional
-        backends.append(OpenVINOBackend(path, threads=2))
-    except ImportError:
-        pass
-    for backend in backends:
-        predictor = Predictor(backend, batch_size=8)
-        assert predictor.nms == VAL_NMS  # the thresholds come from the file
-        got = validate(predictor, dataset)
-        assert abs(got.AP - want.AP) < 1e-3 and abs(got.AP50 - want.AP50) < 1e-3, (type(backend), got.AP, want.AP)
+    for name, backend in _nms_exports(model, tmp_path).items():
+        assert backend.threshold_inputs, name
+        got = validate(Predictor(backend, nms=VAL_NMS, batch_size=8), dataset)
+        assert abs(got.AP - want.AP) < 1e-3 and abs(got.AP50 - want.AP50) < 1e-3, (name, got.AP, want.AP)
+
+
+def test_nms_exports_give_the_checkpoints_boxes_at_other_thresholds(trained):
+    model, _, images, tmp_path = trained
+    strict = NMSConfig(score_threshold=0.5, iou_threshold=0.5)
+    arrays = [read_image(p) for p in images]
+    want = Predictor(model, nms=strict).predict_arrays(arrays)
+    assert sum(len(d) for d in want) > 0
+    for name, backend in _nms_exports(model, tmp_path / "strict").items():
+        got = Predictor(backend, nms=strict).predict_arrays(arrays)
+        for g, w in zip(got, want):
+            assert g.class_ids.tolist() == w.class_ids.tolist() and (g.scores > 0.5).all(), name
+            np.testing.assert_allclose(g.boxes, w.boxes, atol=0.05)
+            np.testing.assert_allclose(g.scores, w.scores, atol=1e-4)
+
+
+def test_an_nms_export_says_what_it_cannot_change(trained, caplog):
+    model, _, images, tmp_path = trained
+    backend = OnnxRuntimeBackend(export_onnx(model, tmp_path / "few.onnx", nms=NMSConfig(max_detections=5)))
+    with caplog.at_level(logging.WARNING, logger="yolonas.deploy"):
+        dets = Predictor(backend, nms=NMSConfig(score_threshold=0.01, max_detections=50)).predict(str(images[0]))
+    assert len(dets[0]) == 5 and "at most 5 detections" in caplog.text and "--max-det 50" in caplog.text
+    dets = Predictor(backend, nms=NMSConfig(score_threshold=0.01, max_detections=3)).predict(str(images[0]))
+    assert len(dets[0]) == 3  # fewer than the export keeps: the best ones
 
 
 def test_uint8_export_runs_like_float(trained):
@@ -105,14 +131,14 @@ def test_uint8_export_runs_like_float(trained):
     u8 = load_backend(export_onnx(model, tmp_path / "u8.onnx", batch=None, nms=VAL_NMS, uint8_input=True))
     assert u8.uint8_input and u8.has_nms
     x, _ = letterbox_batch([read_image(p) for p in images[:2]], model.preprocessing)
-    for a, b in zip(u8.detect(x), f.detect(x)):
+    for a, b in zip(u8.detect(x, VAL_NMS), f.detect(x, VAL_NMS)):
         assert len(a) == len(b) > 0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 
 
 def test_plain_onnxruntime_runs_nms_export_without_torch(trained):
     model, _, images, tmp_path = trained
-    path = export_onnx(model, tmp_path / "nms_u8.onnx", batch=None, uint8_input=True, nms=VAL_NMS)
+    path = export_onnx(model, tmp_path / "nms_u8.onnx", batch=None, uint8_input=True, nms=PREDICT_NMS)
     blocker = "import sys; sys.modules['torch'] = None  # any import of torch now fails\n"
     out = subprocess.run([sys.executable, "-c", blocker + readme_example(), str(path), str(images[0])],
                          capture_output=True, text=True, check=True).stdout.splitlines()

@@ -11,14 +11,14 @@ from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.cli import app
 from yolonas.deploy.benchmark import benchmark, markdown_table
-from yolonas.infer import TorchBackend
+from yolonas.infer import Predictor
 
 
 def test_benchmark_times_each_stage():
     model = build(yolo_nas_tiny(), 3).eval().fuse()
     model.preprocessing.image_size = (96, 128)
     images = [np.random.default_rng(i).integers(0, 255, (120, 90, 3), dtype=np.uint8) for i in range(3)]
-    result = benchmark(TorchBackend(model), images, model.preprocessing, batch=4, runs=3, warmup=1, name="torch")
+    result = benchmark(Predictor(model), images, batch=4, runs=3, warmup=1, name="torch")
     assert result.batch == 4 and result.image_size == (96, 128)
     assert 0 < result.forward_ms["p50"] <= result.forward_ms["p99"]
     assert set(result.stages_ms) == {"pre", "forward", "post"} and all(v > 0 for v in result.stages_ms.values())

@@ -17,6 +17,7 @@ from yolonas.errors import InputError
 from yolonas.infer import (
     PREDICT_NMS,
     Detections,
+    FunctionBackend,
     ImageSource,
     NMSConfig,
     Predictor,
@@ -222,17 +223,14 @@ def test_input_comes_in_the_layout_the_backend_wants(model, images):
         seen["plain"] = x
         return nothing(x)
 
-    class ChannelsLast:
-        memory_format = torch.channels_last
-
-        def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            seen["channels_last"] = x
-            return nothing(x)
+    def channels_last(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen["channels_last"] = x
+        return nothing(x)
 
     arrays = [read_image(p) for p in images]
     pre = Preprocessing(image_size=(96, 128))
     Predictor(plain, preprocessing=pre, class_names=["a"]).predict_arrays(arrays)
-    Predictor(ChannelsLast(), preprocessing=pre, class_names=["a"]).predict_arrays(arrays)
+    Predictor(FunctionBackend(channels_last, ["a"], pre, memory_format=torch.channels_last)).predict_arrays(arrays)
     assert seen["plain"].is_contiguous() and seen["channels_last"].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(seen["plain"], seen["channels_last"])
-    assert Predictor(model).input_format == torch.channels_last  # TorchBackend's default layout
+    assert Predictor(model).backend.memory_format == torch.channels_last  # TorchBackend's default layout

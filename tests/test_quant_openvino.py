@@ -58,7 +58,7 @@ def test_nncf_ir_is_int8_in_the_network_only_and_keeps_accuracy(trained):
                  float_layers=[STEM])
     assert r["quantizer"] == "nncf" and r["output"].endswith(".xml")
     backend = OpenVINOBackend(r["output"], threads=2)
-    assert backend.int8 and backend.precision == "f32" and backend.class_names == model.class_names
+    assert backend.int8 and backend.inference_precision == "f32" and backend.class_names == model.class_names
     meta = json.loads(ov.Core().read_model(r["output"]).get_rt_info(["yolonas", META_QUANTIZATION]).astype(str))
     assert meta["quantizer"] == "nncf" and meta["calibration_images"] == 8 and meta["float_layers"] == [STEM]
     convs = _quantized_inputs(Path(r["output"]))
@@ -89,8 +89,8 @@ def test_bf16_ir_runs_in_bf16_where_the_cpu_has_it(trained):
     ir = export_openvino(onnx_fp32, tmp / "bf16.xml", precision="bf16")
     assert ov.Core().read_model(str(ir)).get_rt_info(["yolonas", META_PRECISION]).astype(str) == "bf16"
     backend = OpenVINOBackend(ir, threads=2)
-    assert backend.precision == ("bf16" if bf16_supported() else "f32")
-    assert OpenVINOBackend(ir, threads=2, precision="f32").precision == "f32"  # the caller may override
+    assert backend.inference_precision == ("bf16" if bf16_supported() else "f32")
+    assert OpenVINOBackend(ir, threads=2, precision="f32").inference_precision == "f32"  # the caller may override
     dataset = load_data_yaml(data, "val")
     assert abs(validate(backend, dataset).AP - validate(model, dataset).AP) < 0.02
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from yolonas.cli import app
 from yolonas.data import TiledDataset, open_dataset, tile_grid
 from yolonas.errors import InputError
-from yolonas.infer import Predictor
+from yolonas.infer import FunctionBackend, Predictor
 from yolonas.infer.postprocess import NMSConfig
 from yolonas.infer.tiling import TileBoxes, TileConfig, absorbed_parts, greedy_keep, merge_tiles
 from yolonas.preprocess import Preprocessing
@@ -132,20 +132,19 @@ def test_greedy_keep_follows_chains():
     assert greedy_keep(match).tolist() == [True, False, True]
 
 
-class WhiteBoxes:
+def _white_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes, scores = torch.zeros(len(x), 1, 4), torch.zeros(len(x), 1, 1)
+    for i, white in enumerate(x[:, 0] > 0.99):
+        ys, xs = torch.nonzero(white, as_tuple=True)
+        if len(xs):
+            boxes[i, 0] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+            scores[i, 0, 0] = 0.9
+    return boxes, scores
+
+
+def white_boxes() -> FunctionBackend:
     """A stub detector: one box around the white pixels of each input, score 0.9 (none where there are none)."""
-
-    preprocessing = Preprocessing(image_size=(320, 320))
-    class_names = ["white"]
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes, scores = torch.zeros(len(x), 1, 4), torch.zeros(len(x), 1, 1)
-        for i, white in enumerate(x[:, 0] > 0.99):
-            ys, xs = torch.nonzero(white, as_tuple=True)
-            if len(xs):
-                boxes[i, 0] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-                scores[i, 0, 0] = 0.9
-        return boxes, scores
+    return FunctionBackend(_white_box, ["white"], Preprocessing(image_size=(320, 320)))
 
 
 def _scene(rects: list[tuple[int, int, int, int]], h: int = 600, w: int = 1000) -> np.ndarray:
@@ -159,7 +158,7 @@ def _scene(rects: list[tuple[int, int, int, int]], h: int = 600, w: int = 1000) 
 def test_tiled_predictor_finds_each_object_once_in_image_pixels(merge):
     """Boxes come back in original pixels; one object per box although several tiles see (parts of) it."""
     image = _scene([(600, 100, 700, 150), (20, 400, 60, 440)])
-    predictor = Predictor(WhiteBoxes(), nms=NMSConfig(score_threshold=0.5), tiles=TileConfig(320, 0.25, merge=merge))
+    predictor = Predictor(white_boxes(), nms=NMSConfig(score_threshold=0.5), tiles=TileConfig(320, 0.25, merge=merge))
     det = predictor.predict_arrays([image])[0]
     assert sorted(det.boxes.tolist()) == [[20, 400, 60, 440], [600, 100, 700, 150]]
     # A tile at the original scale sees each object once; the stub sees only one white region per tile here.
@@ -168,15 +167,15 @@ def test_tiled_predictor_finds_each_object_once_in_image_pixels(merge):
 
 def test_an_object_longer_than_the_overlap_is_one_box_with_greedynmm():
     image = _scene([(300, 10, 620, 40)])
-    predictor = Predictor(WhiteBoxes(), nms=NMSConfig(score_threshold=0.5),
+    predictor = Predictor(white_boxes(), nms=NMSConfig(score_threshold=0.5),
                           tiles=TileConfig(320, 0.25, merge="greedynmm"))
     assert predictor.predict_arrays([image])[0].boxes.tolist() == [[300, 10, 620, 40]]
 
 
 def test_an_image_no_larger_than_a_tile_runs_whole_said_once(caplog):
     image = _scene([(10, 10, 50, 50)], 200, 300)
-    plain = Predictor(WhiteBoxes(), nms=NMSConfig(score_threshold=0.5)).predict_arrays([image])[0]
-    tiled = Predictor(WhiteBoxes(), nms=NMSConfig(score_threshold=0.5), tiles=TileConfig(640))
+    plain = Predictor(white_boxes(), nms=NMSConfig(score_threshold=0.5)).predict_arrays([image])[0]
+    tiled = Predictor(white_boxes(), nms=NMSConfig(score_threshold=0.5), tiles=TileConfig(640))
     with caplog.at_level(logging.WARNING):
         got = tiled.predict_arrays([image, image])
     assert [d.boxes.tolist() for d in got] == [plain.boxes.tolist()] * 2
@@ -190,12 +189,12 @@ def test_sahi_with_our_adapter_finds_the_same_boxes():
     from yolonas.deploy.sahi_model import YoloNasSahiModel  # noqa: PLC0415
 
     image = _scene([(600, 100, 700, 150), (20, 400, 60, 440), (300, 10, 620, 40)])
-    model = YoloNasSahiModel(model=WhiteBoxes(), confidence_threshold=0.5, device="cpu")
+    model = YoloNasSahiModel(model=white_boxes(), confidence_threshold=0.5, device="cpu")
     result = predict.get_sliced_prediction(image, model, 320, 320, 0.25, 0.25, perform_standard_pred=False,
                                            postprocess_type="GREEDYNMM", postprocess_match_metric="IOS",
                                            postprocess_match_threshold=0.5, verbose=0)
     theirs = sorted(p.bbox.to_xyxy() for p in result.object_prediction_list)
-    ours = Predictor(WhiteBoxes(), nms=NMSConfig(score_threshold=0.5),
+    ours = Predictor(white_boxes(), nms=NMSConfig(score_threshold=0.5),
                      tiles=TileConfig(320, 0.25, merge="greedynmm")).predict_arrays([image])[0]
     assert sorted(ours.boxes.tolist()) == [[float(v) for v in box] for box in theirs]
 

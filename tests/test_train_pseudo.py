@@ -18,6 +18,7 @@ from yolonas.data import load_data_yaml
 from yolonas.data.loader import collate
 from yolonas.data.synthetic import make_synthetic_dataset
 from yolonas.errors import InputError
+from yolonas.infer.backend import FunctionBackend
 from yolonas.infer.predictor import Predictor
 from yolonas.preprocess import Preprocessing
 from yolonas.train import PPYoloELoss, mix_data_yaml, pseudo_label
@@ -27,17 +28,17 @@ from yolonas.train.pseudo import class_thresholds
 NAMES = ["cat", "dog", "fox"]  # the synthetic set names its classes circle, rectangle, triangle
 
 
-class FixedTeacher:
+def _three_boxes(x: torch.Tensor):
+    b = x.shape[0]
+    boxes = torch.tensor([[4.0, 4, 30, 30], [34, 34, 60, 60], [4, 40, 20, 60]]).expand(b, 3, 4)
+    scores = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.35, 0.0], [0.1, 0.0, 0.0]]).expand(b, 3, 3)
+    return boxes, scores
+
+
+def fixed_teacher() -> FunctionBackend:
     """A backend that 'detects' three boxes on every image: a confident cat, an unsure dog, a faint cat."""
-
-    class_names = ["circle", "rectangle", "triangle"]
-    preprocessing = Preprocessing(image_size=(64, 64), longest_side=None, pad="center", pad_value=114)
-
-    def __call__(self, x: torch.Tensor):
-        b = x.shape[0]
-        boxes = torch.tensor([[4.0, 4, 30, 30], [34, 34, 60, 60], [4, 40, 20, 60]]).expand(b, 3, 4)
-        scores = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.35, 0.0], [0.1, 0.0, 0.0]]).expand(b, 3, 3)
-        return boxes, scores
+    return FunctionBackend(_three_boxes, ["circle", "rectangle", "triangle"],
+                           Preprocessing(image_size=(64, 64), longest_side=None, pad="center", pad_value=114))
 
 
 def test_class_thresholds_accept_a_number_a_list_or_a_map():
@@ -53,7 +54,7 @@ def test_pseudo_labels_bands_report_and_dataset(tmp_path: Path):
     data = make_synthetic_dataset(tmp_path / "shapes", n_images=4, n_val=4, size=64, seed=0)
     images = data.parent / "train" / "images"
     out = tmp_path / "pseudo"
-    report = pseudo_label(FixedTeacher(), images, out, threshold={"circle": 0.5, "default": 0.5}, ignore_below=0.2)
+    report = pseudo_label(fixed_teacher(), images, out, threshold={"circle": 0.5, "default": 0.5}, ignore_below=0.2)
     assert report.images == 4 and report.images_without_boxes == 0
     assert report.boxes_per_class == {"circle": 4, "rectangle": 0, "triangle": 0}
     assert report.ignored_per_class == {"circle": 0, "rectangle": 4, "triangle": 0}
@@ -64,13 +65,13 @@ def test_pseudo_labels_bands_report_and_dataset(tmp_path: Path):
     boxes, classes, crowd = ds.labels(0)
     assert classes.tolist() == [0, 1] and crowd.tolist() == [False, True]  # the faint cat is background
     # The label is the teacher's detection in original pixels (through the YOLO txt round trip).
-    det = Predictor(FixedTeacher()).predict(str(ds.image_file(0)))[0]
+    det = Predictor(fixed_teacher()).predict(str(ds.image_file(0)))[0]
     np.testing.assert_allclose(boxes[0], det.boxes[0], atol=0.01)
     # The source folder is untouched: the labels live in the pseudo set, beside links to the images.
     assert not (data.parent / "train" / "ignore").exists()
 
     # A threshold that promotes the dog turns its ignore region into a label; a rerun replaces the files.
-    report = pseudo_label(FixedTeacher(), images, out, threshold=[0.5, 0.3, 0.5], ignore_below=0.2, verbose=False)
+    report = pseudo_label(fixed_teacher(), images, out, threshold=[0.5, 0.3, 0.5], ignore_below=0.2, verbose=False)
     assert report.boxes_per_class == {"circle": 4, "rectangle": 4, "triangle": 0} and not (out / "ignore").exists()
 
     mixed = mix_data_yaml(data, out, tmp_path / "mixed.yaml")
@@ -79,7 +80,7 @@ def test_pseudo_labels_bands_report_and_dataset(tmp_path: Path):
 
 def test_coco_output_marks_the_band_as_crowd(tmp_path: Path):
     data = make_synthetic_dataset(tmp_path / "shapes", n_images=4, n_val=4, size=64, seed=0)
-    report = pseudo_label(FixedTeacher(), data.parent / "train" / "images", tmp_path / "coco", fmt="coco",
+    report = pseudo_label(fixed_teacher(), data.parent / "train" / "images", tmp_path / "coco", fmt="coco",
                           verbose=False)
     anns = json.loads(Path(report.data).read_text())["annotations"]
     assert sorted((a["category_id"], a["iscrowd"]) for a in anns) == [(1, 0)] * 4 + [(2, 1)] * 4
@@ -87,7 +88,7 @@ def test_coco_output_marks_the_band_as_crowd(tmp_path: Path):
 
 def test_ignore_band_needs_room_below_the_threshold(tmp_path: Path):
     with pytest.raises(InputError, match="ignore_below"):
-        pseudo_label(FixedTeacher(), tmp_path, tmp_path / "out", threshold=0.3, ignore_below=0.4)
+        pseudo_label(fixed_teacher(), tmp_path, tmp_path / "out", threshold=0.3, ignore_below=0.4)
 
 
 def test_collate_hands_crowd_boxes_on_as_ignore_regions():

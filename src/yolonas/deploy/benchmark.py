@@ -13,10 +13,8 @@ import numpy as np
 import torch
 
 from yolonas.deploy.timing import cpu_info, cycling, time_blocks
-from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
-from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
+from yolonas.infer.predictor import Predictor
 from yolonas.infer.sources import read_image
-from yolonas.preprocess import Preprocessing
 
 STAGES = ("decode", "pre", "forward", "post")
 
@@ -26,31 +24,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def staged_pipeline(backend, pre: Preprocessing, nms: NMSConfig = PREDICT_NMS, device: torch.device | str = "cpu"
-                    ) -> tuple[Callable[[list], list], dict[str, list[float]]]:
-    """(run, stage times): `run(items)` does what `Predictor.predict_arrays` does to a batch of images (arrays, or
-    files it decodes first) and appends each stage's ms: decode, pre (letterbox), forward, post (NMS, boxes back)."""
-    device = torch.device(device)
-    has_nms = getattr(backend, "has_nms", False)
-    layout = getattr(backend, "memory_format", torch.contiguous_format)  # as the Predictor letterboxes for it
+def timed_stages(predictor: Predictor) -> tuple[Callable[[list], list], dict[str, list[float]]]:
+    """(run, stage times): `run(items)` is `predictor.detect` on a batch of images (arrays, or files it decodes
+    first), stage by stage through the Predictor's own methods, appending each stage's ms: decode, pre (letterbox),
+    forward, post (NMS, boxes back)."""
+    device = predictor.device
     stages: dict[str, list[float]] = {k: [] for k in STAGES}
 
     def run(items: list) -> list:
         t0 = time.perf_counter()
         images = [read_image(i) if isinstance(i, (str, Path)) else i for i in items]
         t1 = time.perf_counter()
-        x, infos = letterbox_batch(images, pre, device, memory_format=layout)
+        x, infos = predictor.preprocess(images)
         _sync(device)
         t2 = time.perf_counter()
-        if has_nms:
-            dets = backend.detect(x)
-        else:
-            boxes, scores = backend(x)
+        out = predictor.forward(x)
         _sync(device)
         t3 = time.perf_counter()
-        if not has_nms:
-            dets = postprocess(boxes, scores, nms)
-        result = batch_boxes_to_original(dets, infos)
+        result = predictor.postprocess(out, infos)
         _sync(device)
         t4 = time.perf_counter()
         for key, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -80,33 +71,22 @@ class BenchResult:
         return asdict(self)
 
 
-def benchmark(
-    backend,
-    images: list[np.ndarray],
-    preprocessing: Preprocessing,
-    batch: int = 1,
-    runs: int = 30,
-    warmup: int = 5,
-    nms: NMSConfig = PREDICT_NMS,
-    device: torch.device | str = "cpu",
-    name: str = "backend",
-) -> BenchResult:
-    """Time `backend` (infer's Backend protocol) on `batch` real images per call, `runs` times after `warmup`.
+def benchmark(predictor: Predictor, images: list[np.ndarray], batch: int = 1, runs: int = 30, warmup: int = 5,
+              name: str = "backend") -> BenchResult:
+    """Time `predictor` on `batch` real images per call, `runs` times after `warmup`.
 
-    Forward only = the backend on a ready input tensor. End to end = letterbox + backend + NMS + boxes back to
-    the original images, i.e. what `Predictor.predict_arrays` does per batch.
+    Forward only = `predictor.forward` on a ready input batch. End to end = its preprocess + forward + postprocess
+    (letterbox, backend, NMS, boxes back to the original images): what `Predictor.predict_arrays` does per batch.
     """
-    device = torch.device(device)
     chosen = [images[i % len(images)] for i in range(batch)]
-    has_nms = getattr(backend, "has_nms", False)
-    x, _ = letterbox_batch(chosen, preprocessing, device)
+    x, _ = predictor.preprocess(chosen)
 
     def forward():
-        out = backend.detect(x) if has_nms else backend(x)
-        _sync(device)
+        out = predictor.forward(x)
+        _sync(predictor.device)
         return out
 
-    run, stages = staged_pipeline(backend, preprocessing, nms, device)
+    run, stages = timed_stages(predictor)
     blocks = min(3, runs)
     with torch.inference_mode():
         for _ in range(warmup):
@@ -118,8 +98,8 @@ def benchmark(
                               runs=-(-runs // blocks), warmup=0)
     e2e_stats = timings.percentiles("end_to_end")
     return BenchResult(
-        backend=name, device=str(device), batch=batch, threads=torch.get_num_threads(), warmup=warmup, runs=runs,
-        image_size=tuple(preprocessing.image_size), forward_ms=timings.percentiles("forward"),
+        backend=name, device=str(predictor.device), batch=batch, threads=torch.get_num_threads(), warmup=warmup,
+        runs=runs, image_size=tuple(predictor.preprocessing.image_size), forward_ms=timings.percentiles("forward"),
         end_to_end_ms=e2e_stats, stages_ms={k: statistics.median(stages[k]) for k in ("pre", "forward", "post")},
         throughput=batch / (e2e_stats["p50"] / 1e3),
     )
@@ -163,16 +143,15 @@ class PathResult:
         return {**asdict(self), "pre_post_share": self.overhead}
 
 
-def compare(backends: dict, items: list, *, baseline: str | None = None, blocks: int = 5, runs: int = 10,
-            warmup: int = 3, nms: NMSConfig = PREDICT_NMS, device: torch.device | str = "cpu",
-            turns: dict | None = None) -> list[PathResult]:
-    """Each backend end to end on one image per call (files decoded per call), the backends taking turns by blocks
+def compare(predictors: dict[str, Predictor], items: list, *, baseline: str | None = None, blocks: int = 5,
+            runs: int = 10, warmup: int = 3, turns: dict | None = None) -> list[PathResult]:
+    """Each predictor end to end on one image per call (files decoded per call), taking turns by blocks
     (deploy.timing), fastest first; `baseline` (default: the first) is what the speed-ups are relative to.
     `turns` are paths timed elsewhere (deploy.timing.Turn: a peer in its own venv), in the same blocks."""
-    baseline = baseline or next(iter(backends))
+    baseline = baseline or next(iter(predictors))
     runners, stages = {}, {}
-    for name, backend in backends.items():
-        run, stages[name] = staged_pipeline(backend, backend.preprocessing, nms, device)
+    for name, predictor in predictors.items():
+        run, stages[name] = timed_stages(predictor)
         runners[name] = cycling(lambda item, run=run: run([item]), items)
     with torch.inference_mode():
         for run in (r for r in runners.values() for _ in range(warmup)):

@@ -33,6 +33,9 @@ META_KEYS = (META_CLASS_NAMES, META_PREPROCESSING, META_SPEC, META_OUTPUTS, META
 
 RAW_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+# Inputs [1] float32 of an NMS-inside graph besides `images`; in an .onnx each has the export's value as its
+# default (an initializer of the same name), so a caller that feeds `images` alone gets those.
+THRESHOLD_INPUTS = ("score_threshold", "iou_threshold")
 
 
 class _NonMaxSuppressionOp(torch.autograd.Function):
@@ -53,7 +56,8 @@ class _NonMaxSuppressionOp(torch.autograd.Function):
 
 class OnnxNMS(nn.Module):
     """Per-class NMS for export: keep the `top_k` anchors by best class score, ONNX NonMaxSuppression on them,
-    then the best `max_detections` (box, class) pairs per image as fixed-size padded outputs.
+    then the best `max_detections` (box, class) pairs per image as fixed-size padded outputs. The score and IoU
+    thresholds are inputs of the graph (`THRESHOLD_INPUTS`), so they are chosen at run time.
 
     Export-only: in eager PyTorch the NMS op returns a placeholder.
     """
@@ -64,8 +68,8 @@ class OnnxNMS(nn.Module):
         # With a dynamic image size the anchor count may be below top_k; zero-score padding keeps top_k valid.
         self.pad_anchors = pad_anchors
 
-    def forward(self, boxes: torch.Tensor, scores: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor, score_threshold: torch.Tensor,
+                iou_threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         b, c, k = boxes.shape[0], scores.shape[2], cfg.top_k
         if self.pad_anchors:
@@ -77,9 +81,7 @@ class OnnxNMS(nn.Module):
         boxes = boxes.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
         scores = scores.gather(1, anchor.unsqueeze(-1).expand(-1, -1, c)).transpose(1, 2).contiguous()  # [B, C, k]
         selected = _NonMaxSuppressionOp.apply(
-            boxes, scores, torch.tensor([cfg.max_detections], dtype=torch.int64),
-            torch.tensor([cfg.iou_threshold], dtype=torch.float32),
-            torch.tensor([cfg.score_threshold], dtype=torch.float32))
+            boxes, scores, torch.tensor([cfg.max_detections], dtype=torch.int64), iou_threshold, score_threshold)
         # Scatter the kept scores into a dense [B, C * k] map, so one top-k per image picks the best detections
         # with fixed output shapes; unkept pairs stay 0 and NMS only keeps scores above the threshold (>= 0).
         bi, ci, ai = selected[:, 0], selected[:, 1], selected[:, 2]
@@ -107,10 +109,11 @@ class ExportWrapper(nn.Module):
         self.uint8_input = uint8_input
         self.nms = nms
 
-    def forward(self, images: torch.Tensor):
+    def forward(self, images: torch.Tensor, score_threshold: torch.Tensor | None = None,
+                iou_threshold: torch.Tensor | None = None):
         x = images.float() / 255 if self.uint8_input else images
         boxes, scores = self.model.decode(self.model(x))
-        return (boxes, scores) if self.nms is None else self.nms(boxes, scores)
+        return (boxes, scores) if self.nms is None else self.nms(boxes, scores, score_threshold, iou_threshold)
 
 
 def _metadata(model: YoloNAS, pre: Preprocessing, uint8_input: bool, nms: NMSConfig | None) -> dict[str, str]:
@@ -143,13 +146,16 @@ def _simplify(onnx_model):
 
 def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, image_size: tuple[int, int] | None = None,
                 dynamic_size: bool = False, uint8_input: bool = False, nms: NMSConfig | None = None,
-                opset: int = 17, simplify: bool = True) -> Path:
+                opset: int = 17, simplify: bool = True, threshold_defaults: bool = True) -> Path:
     """Export a fused copy of `model` to ONNX at `path`: input `images` [B, 3, H, W] (float in [0, 1] RGB, or
     uint8), outputs raw `boxes`, `scores` or, with `nms`, `num_dets`, `det_boxes`, `det_scores`, `det_classes`.
 
-    `batch=None` makes the batch dimension dynamic; `dynamic_size` the height and width (multiples of 32).
+    With `nms`, the inputs `score_threshold` and `iou_threshold` ([1] float32) choose the thresholds per call;
+    `nms`'s are their defaults (unless `threshold_defaults` is False: then they must be fed, as an OpenVINO IR
+    needs them). `batch=None` makes the batch dimension dynamic; `dynamic_size` the height and width.
     """
     import onnx  # noqa: PLC0415 - only export needs the onnx package
+    import onnx.numpy_helper  # noqa: PLC0415
 
     if batch is not None and batch < 1:
         raise InputError(f"export batch must be at least 1 or None (dynamic), got {batch}")
@@ -179,6 +185,9 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
     if not uint8_input:
         example = example.float() / 255
     outputs = RAW_OUTPUTS if nms is None else NMS_OUTPUTS
+    inputs, args = ("images",), (example,)
+    if nms is not None:
+        inputs, args = ("images", *THRESHOLD_INPUTS), (example, *_threshold_tensors(nms))
     dynamic_axes: dict[str, dict[int, str]] = {}
     if batch is None:
         dynamic_axes = {name: {0: "batch"} for name in ("images", *outputs)}
@@ -191,13 +200,16 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is the deliberate choice: see README
-        torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=list(outputs),
+        torch.onnx.export(wrapper, args, str(path), input_names=list(inputs), output_names=list(outputs),
                           dynamic_axes=dynamic_axes or None, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
 
     onnx_model = onnx.load(str(path))
     if simplify:
         onnx_model = _simplify(onnx_model)
+    if nms is not None and threshold_defaults:
+        onnx_model.graph.initializer.extend(onnx.numpy_helper.from_array(t.numpy(), name)
+                                            for name, t in zip(THRESHOLD_INPUTS, _threshold_tensors(nms)))
     del onnx_model.metadata_props[:]
     for key, value in _metadata(fused, pre, uint8_input, nms).items():
         onnx_model.metadata_props.add(key=key, value=value)
@@ -206,6 +218,23 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
     log.info("export: %s (%s outputs, %s input, batch %s, %dx%d%s)", path, "raw" if nms is None else "NMS",
              "uint8" if uint8_input else "float", batch or "dynamic", h, w, " dynamic size" if dynamic_size else "")
     return path
+
+
+def _threshold_tensors(nms: NMSConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor([nms.score_threshold], dtype=torch.float32),
+            torch.tensor([nms.iou_threshold], dtype=torch.float32))
+
+
+def without_threshold_defaults(path: Path) -> bytes:
+    """An NMS-inside .onnx with its threshold defaults taken out, serialized: OpenVINO reads an input that has a
+    default as a constant, so it must see the thresholds as plain inputs to let them be chosen per call."""
+    import onnx  # noqa: PLC0415 - the onnx extra
+
+    model = onnx.load(str(path))
+    kept = [t for t in model.graph.initializer if t.name not in THRESHOLD_INPUTS]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model.SerializeToString()
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
@@ -259,5 +288,6 @@ def export_file(model: YoloNAS, output: str | Path, fmt: str = "onnx", *, precis
     if fmt != "openvino":
         raise InputError(f"--format {fmt}: use onnx or openvino (TensorRT builds its engine from the .onnx)")
     with tempfile.TemporaryDirectory(prefix="yolonas-export-") as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", **onnx_options)
+        # An IR keeps the NMS thresholds as plain inputs: OpenVINO would freeze inputs that have defaults.
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", threshold_defaults=False, **onnx_options)
         return export_openvino(onnx_path, output, precision=precision)

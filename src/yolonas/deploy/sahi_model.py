@@ -1,6 +1,6 @@
 """YOLO-NAS as a SAHI `DetectionModel`, so SAHI's sliced prediction can drive any of our models.
 
-`pip install 'yolonas[sahi]'`. The model is anything `open_model` opens (a checkpoint, a published name, an
+`pip install 'yolonas[sahi]'`. The model is anything `open_backend` opens (a checkpoint, a published name, an
 exported .onnx or OpenVINO .xml, INT8 included) or a ready YoloNAS; each slice goes through our `Predictor`, so
 pre- and post-processing are those of `yolonas predict`. Slices of one batch run as one forward pass
 (`perform_batch_inference`), so SAHI's `batch_size` batches the network too.
@@ -24,7 +24,7 @@ try:
 except ImportError as e:  # the optional extra is not installed
     raise InputError("the SAHI adapter needs the sahi package: pip install 'yolonas[sahi]'") from e
 
-from yolonas.deploy.open import open_model
+from yolonas.deploy.open import open_backend
 from yolonas.infer.postprocess import NMSConfig
 from yolonas.infer.predictor import Predictor
 
@@ -43,8 +43,7 @@ class YoloNasSahiModel(DetectionModel):
         if not self.model_path:
             raise InputError("YoloNasSahiModel: give model_path (a checkpoint, published name or exported file) "
                              "or model (a YoloNAS)")
-        opened = open_model(self.model_path, imgsz=self.image_size, device=str(self.device))
-        self.set_model(opened.backend)
+        self.set_model(open_backend(self.model_path, imgsz=self.image_size, device=str(self.device)))
 
     def set_model(self, model: Any, **kwargs: Any) -> None:
         """Use a YoloNAS module or any of our backends."""

@@ -12,6 +12,8 @@ NMS). Both are tensor ops over all of an image's boxes, no loop over boxes.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +23,11 @@ from torchvision.ops import batched_nms, nms
 
 from yolonas.data.tiles import check_tiling, tile_grid
 from yolonas.errors import InputError
+from yolonas.infer.letterbox import check_image
+from yolonas.infer.postprocess import NMSConfig
+from yolonas.preprocess import LetterboxInfo
+
+log = logging.getLogger(__name__)
 
 MergeMode = Literal["nms", "greedynmm"]
 BORDER_PIXELS = 2.0  # a box edge this close (in model input pixels) to an inner tile border counts as cut
@@ -192,3 +199,69 @@ def merge_tiles(boxes: TileBoxes, iou_threshold: float, cfg: TileConfig, class_a
         kept = dets[keep]
     kept = kept[kept[:, 4].argsort(descending=True, stable=True)]
     return kept if max_detections is None else kept[:max_detections]
+
+
+# A detector on a list of crops: per crop its [n, 6] detections in its own pixels, and its letterbox.
+DetectFn = Callable[[list[np.ndarray]], tuple[list[torch.Tensor], list[LetterboxInfo]]]
+
+
+class Tiler:
+    """Runs images as tiles through a detector: every tile of every image in shared batches (an image's tiles in
+    one at least), boxes shifted back to the image, merged per image (`merge_tiles`). Its notices are said once."""
+
+    def __init__(self, cfg: TileConfig):
+        self.cfg = cfg
+        self._said_whole = self._said_greedy = False
+
+    def detect(self, images: list[np.ndarray], names: list[str | None], detect: DetectFn, batch_size: int,
+               nms_cfg: NMSConfig) -> list[torch.Tensor]:
+        """Per image its merged [m, 6] detections in its own pixels."""
+        for i, image in enumerate(images):
+            check_image(image, names[i] or f"image {i}")
+        windows = [self._windows(image, name) for image, name in zip(images, names)]
+        crops = [image[y1:y2, x1:x2] for image, ws in zip(images, windows) for x1, y1, x2, y2 in ws.tolist()]
+        chunk = max(batch_size, *(len(w) for w in windows))
+        dets, infos = [], []
+        for start in range(0, len(crops), chunk):
+            d, i = detect(crops[start:start + chunk])
+            dets.extend(d)
+            infos.extend(i)
+        per_image = self._tile_boxes(dets, infos, windows, images)
+        if self.cfg.merge == "greedynmm" and nms_cfg.score_threshold < 0.1 and not self._said_greedy:
+            self._said_greedy = True
+            log.warning("tile merge greedynmm at score threshold %g grows boxes into low-score neighbours and lowers "
+                        "AP; use it with confident thresholds, the default nms otherwise", nms_cfg.score_threshold)
+        return [merge_tiles(b, nms_cfg.iou_threshold, self.cfg, nms_cfg.class_agnostic, nms_cfg.max_detections)
+                for b in per_image]
+
+    def _windows(self, image: np.ndarray, name: str | None) -> np.ndarray:
+        """The image's tile windows; an image no larger than a tile runs whole, which is said once."""
+        h, w = image.shape[:2]
+        if h <= self.cfg.size and w <= self.cfg.size and not self._said_whole:
+            self._said_whole = True
+            log.warning("tile %d px is not smaller than %s (%dx%d): such images run whole, without tiles",
+                        self.cfg.size, name or "an image", w, h)
+        return self.cfg.windows(h, w)
+
+    @staticmethod
+    def _tile_boxes(dets: list[torch.Tensor], infos: list[LetterboxInfo], windows: list[np.ndarray],
+                    images: list[np.ndarray]) -> list[TileBoxes]:
+        """Per image, its tiles' detections shifted into its pixels, with the window and border margin of each."""
+        counts = [len(d) for d in dets]
+        flat = torch.cat(dets) if dets else torch.zeros((0, 6))
+        # Per box: its window and BORDER_PIXELS of model input in original pixels.
+        rows = np.concatenate([np.concatenate(windows), [[BORDER_PIXELS / i.scale] for i in infos]], axis=1)
+        rows = torch.from_numpy(np.repeat(rows, counts, axis=0)).to(flat.device, flat.dtype)
+        flat = torch.cat([flat[:, :4] + rows[:, [0, 1, 0, 1]], flat[:, 4:]], dim=1)
+        crops_per_image = [len(w) for w in windows]
+        boxes_per_image = [sum(c) for c in np.split(np.array(counts, dtype=np.int64),
+                                                     np.cumsum(crops_per_image)[:-1])]
+        return [TileBoxes(d, r[:, :4], r[:, 4], image.shape[:2])
+                for d, r, image in zip(flat.split(boxes_per_image), rows.split(boxes_per_image), images)]
+
+
+def tile_config(tiles: TileConfig | int | None) -> TileConfig | None:
+    """A TileConfig from a config, a tile size (overlap 0.2) or None."""
+    if isinstance(tiles, bool):
+        raise InputError(f"tiles={tiles}: give a tile size or a TileConfig")
+    return TileConfig(tiles) if isinstance(tiles, int) else tiles

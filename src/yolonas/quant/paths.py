@@ -18,7 +18,8 @@ from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
 from yolonas.deploy.export import export_onnx
 from yolonas.deploy.timing import bf16_supported, cpu_info
 from yolonas.errors import InputError
-from yolonas.infer.predictor import TorchBackend
+from yolonas.infer.backend import TorchBackend
+from yolonas.infer.predictor import Predictor
 from yolonas.quant.pipeline import quantize
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def bench_all(model, work: str | Path, *, source: str | Path | None = None, data
     calib = data if data is not None else _calibration_folder(items, work)
     backends, skipped = build_paths(model, work / "files", calib, threads=threads, device=device,
                                     calib_images=calib_images)
-    results = compare(backends, items, baseline=BASELINE, blocks=blocks, runs=runs)
+    predictors = {name: Predictor(backend, batch_size=1) for name, backend in backends.items()}
+    results = compare(predictors, items, baseline=BASELINE, blocks=blocks, runs=runs)
     h, w = model.preprocessing.image_size
     note = (f"Batch 1, {h}x{w} input, {threads or torch.get_num_threads()} threads; end to end from "
             f"{'an image file (decoded per call)' if isinstance(items[0], (str, Path)) else 'a decoded image'}: "
