@@ -154,35 +154,52 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
     `nms`'s are their defaults (unless `threshold_defaults` is False: then they must be fed, as an OpenVINO IR
     needs them). `batch=None` makes the batch dimension dynamic; `dynamic_size` the height and width.
     """
-    import onnx  # noqa: PLC0415 - only export needs the onnx package
-    import onnx.numpy_helper  # noqa: PLC0415
-
     if batch is not None and batch < 1:
         raise InputError(f"export batch must be at least 1 or None (dynamic), got {batch}")
     if nms is not None and not (nms.multi_label and not nms.class_agnostic):
         raise InputError("NMS in the ONNX graph is per class over every class score (multi-label); "
                          "class_agnostic and best-class-only are not available in the export")
-    pre = copy.deepcopy(model.preprocessing)
-    if image_size is not None:
-        pre = Preprocessing(image_size=tuple(image_size), longest_side=pre.longest_side, pad=pre.pad,
-                            pad_value=pre.pad_value)
-    h, w = pre.image_size
+    pre = _export_preprocessing(model, image_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-
     # A fused deep copy on the CPU: the caller's model keeps its training-time blocks, device and mode.
     fused = copy.deepcopy(model).cpu().float().eval()
     if not fused.is_fused:
         fused.fuse()
-    n_anchors = sum((h // s) * (w // s) for s in fused.spec.head.strides)
+    _trace(_wrapper(fused, pre, uint8_input, nms, dynamic_size), path, pre, batch=batch, dynamic_size=dynamic_size,
+           uint8_input=uint8_input, nms=nms, opset=opset)
+    _finish(path, _metadata(fused, pre, uint8_input, nms), simplify,
+            _threshold_tensors(nms) if nms is not None and threshold_defaults else None)
+    log.info("export: %s (%s outputs, %s input, batch %s, %dx%d%s)", path, "raw" if nms is None else "NMS",
+             "uint8" if uint8_input else "float", batch or "dynamic", *pre.image_size,
+             " dynamic size" if dynamic_size else "")
+    return path
+
+
+def _export_preprocessing(model: YoloNAS, image_size: tuple[int, int] | None) -> Preprocessing:
+    pre = copy.deepcopy(model.preprocessing)
+    if image_size is None:
+        return pre
+    return Preprocessing(image_size=tuple(image_size), longest_side=pre.longest_side, pad=pre.pad,
+                         pad_value=pre.pad_value)
+
+
+def _wrapper(fused: YoloNAS, pre: Preprocessing, uint8_input: bool, nms: NMSConfig | None,
+             dynamic_size: bool) -> ExportWrapper:
+    """What the graph computes, NMS included when asked for."""
+    h, w = pre.image_size
     nms_module = None
     if nms is not None:
+        n_anchors = sum((h // s) * (w // s) for s in fused.spec.head.strides)
         nms_module = OnnxNMS(nms, pad_anchors=dynamic_size or n_anchors < nms.top_k)
-    wrapper = ExportWrapper(fused, uint8_input, nms_module).eval()
+    return ExportWrapper(fused, uint8_input, nms_module).eval()
 
-    example_batch = batch or 2  # an example batch of 2 keeps the exporter from specialising a dynamic batch to 1
-    example = torch.full((example_batch, 3, h, w), 114, dtype=torch.uint8)
-    if not uint8_input:
+
+def _trace(wrapper: ExportWrapper, path: Path, pre: Preprocessing, *, batch: int | None, dynamic_size: bool,
+           uint8_input: bool, nms: NMSConfig | None, opset: int) -> None:
+    """The TorchScript exporter on an example input, with the graph's names and dynamic axes."""
+    example = torch.full((batch or 2, 3, *pre.image_size), 114, dtype=torch.uint8)  # a dynamic batch traced at 2
+    if not uint8_input:  # (at 1 the exporter would specialise it)
         example = example.float() / 255
     outputs = RAW_OUTPUTS if nms is None else NMS_OUTPUTS
     inputs, args = ("images",), (example,)
@@ -196,7 +213,6 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
         if nms is None:
             for name in RAW_OUTPUTS:
                 dynamic_axes.setdefault(name, {})[1] = "anchors"
-
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is the deliberate choice: see README
@@ -204,20 +220,24 @@ def export_onnx(model: YoloNAS, path: str | Path, *, batch: int | None = 1, imag
                           dynamic_axes=dynamic_axes or None, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
 
+
+def _finish(path: Path, metadata: dict[str, str], simplify: bool,
+            threshold_defaults: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    """Simplify the traced file, give its threshold inputs their defaults, write its metadata; check and save."""
+    import onnx  # noqa: PLC0415 - only export needs the onnx package
+    import onnx.numpy_helper  # noqa: PLC0415
+
     onnx_model = onnx.load(str(path))
     if simplify:
         onnx_model = _simplify(onnx_model)
-    if nms is not None and threshold_defaults:
+    if threshold_defaults is not None:
         onnx_model.graph.initializer.extend(onnx.numpy_helper.from_array(t.numpy(), name)
-                                            for name, t in zip(THRESHOLD_INPUTS, _threshold_tensors(nms)))
+                                            for name, t in zip(THRESHOLD_INPUTS, threshold_defaults))
     del onnx_model.metadata_props[:]
-    for key, value in _metadata(fused, pre, uint8_input, nms).items():
+    for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(onnx_model)
     onnx.save(onnx_model, str(path))
-    log.info("export: %s (%s outputs, %s input, batch %s, %dx%d%s)", path, "raw" if nms is None else "NMS",
-             "uint8" if uint8_input else "float", batch or "dynamic", h, w, " dynamic size" if dynamic_size else "")
-    return path
 
 
 def _threshold_tensors(nms: NMSConfig) -> tuple[torch.Tensor, torch.Tensor]:
