@@ -173,13 +173,15 @@ def _tiles(tile: int, overlap: float | None, whole: bool, merge: str):
     return TileConfig(tile, 0.2 if overlap is None else overlap, whole_image=whole, merge=merge)
 
 
-def _open(model: str | None, weights: str | None, *, imgsz: int | None, device: str, half: bool, nms, tiles,
-          batch: int):
-    """predict and val: the Predictor of the model (a checkpoint, name or exported file) via `open_predictor`."""
-    from yolonas.deploy.open import open_predictor  # noqa: PLC0415
+def _open(model: str | None, weights: str | None, imgsz: int | None, device: str, half: bool = False):
+    """predict and val: the opened model (a checkpoint, name or exported file), warning when it has random weights."""
+    from yolonas.deploy.open import open_model  # noqa: PLC0415
 
-    return open_predictor(_model_arg(model, weights), imgsz=imgsz, device=device, half=half, nms=nms, tiles=tiles,
-                          batch=batch)
+    opened = open_model(_model_arg(model, weights), imgsz=imgsz, device=device, half=half)
+    if opened.random_weights:
+        print(f"warning: {opened.source} has random weights (no checkpoint given), so its detections are noise; "
+              "pass a trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
+    return opened
 
 
 @app.command()
@@ -203,13 +205,14 @@ def predict(
     json_out: JsonOpt = None,
 ) -> None:
     """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json."""
-    from yolonas.infer import ImageSource, NMSConfig  # noqa: PLC0415
+    from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
-    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
-    predictor = _open(model, weights, imgsz=imgsz, device=device, half=half, nms=nms, tiles=tiles, batch=batch)
+    opened = _open(model, weights, imgsz, device, half)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
+    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
     print(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}", file=sys.stderr)
     out = run_dir("predict", name)
     n_images = n_boxes = 0
@@ -369,13 +372,14 @@ def val(
 
     from yolonas.data import open_dataset  # noqa: PLC0415
     from yolonas.eval.validate import validate  # noqa: PLC0415
-    from yolonas.infer import NMSConfig  # noqa: PLC0415
+    from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
-    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-    predictor = _open(model, weights, imgsz=imgsz, device=device, half=half, nms=nms, tiles=tiles, batch=batch)
+    opened = _open(model, weights, imgsz, device, half)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
+    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
+    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
     print(f"val: {len(dataset)} images, {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}",
           file=sys.stderr)
     metrics = validate(predictor, dataset, batch_size=batch, save_predictions=save_predictions, plots_dir=out)
@@ -532,8 +536,7 @@ def _bench_images(source: str | None, n: int = 8):
 @app.command()
 def bench(
     weights: Annotated[str, typer.Option("--weights", "-w", help="Checkpoint, published name, .onnx or .xml.")],
-    backend: Annotated[str, typer.Option("--backend", help="auto, fastest, torch, onnxruntime, openvino, tensorrt.")
-                       ] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, openvino, tensorrt.")] = "auto",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated: 1,8,32.")] = "1",
     source: Annotated[str | None, typer.Option("--source", help="Images to time on (default: random).")] = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed calls per batch size.")] = 30,
@@ -558,7 +561,7 @@ def bench(
     import torch  # noqa: PLC0415
 
     from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
-    from yolonas.deploy.open import open_predictor  # noqa: PLC0415
+    from yolonas.deploy.open import open_model  # noqa: PLC0415
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -566,13 +569,12 @@ def bench(
         _bench_all(weights, source, data, imgsz, threads, device, blocks, max(1, runs // blocks), output, name,
                    json_out)
         return
-    predictor = open_predictor(weights, imgsz=imgsz, device=device, runtime=backend, threads=threads, half=half,
-                               compile=compile, cuda_graphs=cuda_graphs)
-    pre, used = predictor.preprocessing, predictor.backend
-    label = f"{used.runtime} {used.precision}" + " compiled" * compile + " cuda-graphs" * cuda_graphs
+    opened = open_model(weights, imgsz=imgsz, device=device, runtime=backend, threads=threads, half=half,
+                        compile=compile, cuda_graphs=cuda_graphs)
+    pre, label = opened.preprocessing, opened.label
     images, what = _bench_images(source)
     sizes = _batch_sizes(batch)
-    results = [benchmark(predictor, images, b, runs, warmup, name=label) for b in sizes]
+    results = [benchmark(opened.backend, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
     table = markdown_table(results)
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
               f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")
