@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -11,84 +12,192 @@ from typing import Annotated
 
 import typer
 
-from yolonas.errors import YolonasError
+from yolonas.errors import InputError, YolonasError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain (click) help: rich's option table cuts long defaults and paths at 80 columns ("yolo_nas_s,yolov8s,yolo1…").
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="YOLO-NAS: train, evaluate, predict, export, quantize and search.")
-
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Published name, spec YAML or checkpoint.")]
-JsonOpt = Annotated[str | None, typer.Option("--json", help="Write the result as JSON to this path ('-' = stdout).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder under runs/<task>/ (default: next free)")]
 
 DEFAULT_RECIPE = "scratch_small_data"
 
 
-def _recipe_default(section: str, key: str) -> str:
-    """' (default recipe: V)' for help texts: the default recipe's value, read from its YAML (no torch import)."""
+# ---- The option table: each flag that several commands share is defined once here, with its range check. A value
+# out of range stops the command before it starts, in one line (`error: --conf 2.0: must be in [0, 1]`, exit 2).
+
+class OptionError(InputError):
+    """A flag's value that cannot work, raised while the flags are parsed: main() prints it as one line."""
+
+
+def _rule(test, rule: str):
+    """A typer callback: every value given to the flag must pass `test`, else OptionError `--flag value: rule`."""
+
+    def check(param: typer.CallbackParam, value):
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if v is not None and not test(v):
+                raise OptionError(f"{param.opts[0]} {v}: {rule}")
+        return value
+
+    return check
+
+
+def _choice(*names: str):
+    return _rule(lambda v: v in names, "choose " + ", ".join(names))
+
+
+def _sizes(text: str) -> bool:
+    """'320' or '256,320': input sizes, each a positive multiple of 32."""
+    try:
+        return all(int(v) >= 32 and int(v) % 32 == 0 for v in text.split(","))
+    except ValueError:
+        return False
+
+
+UNIT = _rule(lambda v: 0 <= v <= 1, "must be in [0, 1]")
+AT_LEAST_1 = _rule(lambda v: v >= 1, "must be at least 1")
+AT_LEAST_0 = _rule(lambda v: v >= 0, "must be 0 or more")
+ABOVE_0 = _rule(lambda v: v > 0, "must be more than 0")
+STRIDE = _rule(lambda v: v >= 32 and v % 32 == 0, "must be a multiple of 32 (the network's stride)")
+STRIDES = _rule(_sizes, "give sizes, each a multiple of 32, comma-separated (320 or 256,320)")
+TILE = _rule(lambda v: v == 0 or (v >= 32 and v % 32 == 0), "must be 0 (no tiles) or a multiple of 32")
+OVERLAP = _rule(lambda v: 0 <= v < 1, "must be in [0, 1)")
+DEVICE = _rule(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None, "use auto, cpu, cuda or cuda:N")
+
+
+def _recipe_value(section: str, key: str):
+    """The default recipe's value of a field, read from its YAML (no torch import), for help texts."""
     from importlib import resources  # noqa: PLC0415
 
     import yaml  # noqa: PLC0415
 
     text = (resources.files("yolonas") / "recipes" / f"{DEFAULT_RECIPE}.yaml").read_text()
-    value = (yaml.safe_load(text).get(section) or {}).get(key)
-    return f" (default recipe: {value})"
+    return (yaml.safe_load(text).get(section) or {}).get(key)
 
 
-# The training flags `train` and `distill` share; each overrides the recipe's field when given, and the help shows
-# the default recipe's value.
+def _recipe_default(section: str, key: str) -> str:
+    return f" (default recipe: {_recipe_value(section, key)})"
+
+
+def _imgsz(default: str):
+    """--imgsz: the network's square input size, the same meaning in every command; only the default differs."""
+    return typer.Option("--imgsz", help=f"Square input size in pixels, a multiple of 32 (default: {default}).",
+                        callback=STRIDE, show_default=False)
+
+
+def _threads(what: str):
+    return typer.Option("--threads", help=f"CPU threads {what}, at least 1 (default: all cores).", callback=AT_LEAST_1)
+
+
+# The model, the device, the output: the same flags in every command that takes them.
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="A published name (yolo_nas_s), a spec YAML or a "
+                                              "checkpoint; the same as --weights.")]
+WeightsOpt = Annotated[str | None, typer.Option("--weights", "-w", help="A checkpoint, or an exported .onnx / .xml "
+                                                "file where the command runs one; the same as --model.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (a GPU when torch sees one, else the CPU), "
+                                               "cpu, cuda or cuda:N.", callback=DEVICE)]
+JsonOpt = Annotated[str | None, typer.Option("--json", help="Write the result as JSON to this path ('-' = stdout).")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run folder under runs/<task>/ (default: next free)")]
 DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")]
-RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, cpu_s320 (yolo_nas_s on a CPU), "
-                                        "quickstart, finetune, coco_yolo_nas_s, cpu_smoke, or a recipe YAML.")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs." + _recipe_default("schedule", "epochs"))]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + _recipe_default("optimizer", "lr"))]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Images per step and process." +
-                                              _recipe_default("data", "batch_size"))]
-ImgszOpt = Annotated[int | None, typer.Option("--imgsz", help="Square input size." +
-                                              _recipe_default("data", "image_size"))]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes." +
-                                                _recipe_default("data", "workers"))]
-PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'." +
-                                                   _recipe_default("model", "pretrained"))]
-TrainDeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: auto).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="A key of the data.yaml: train, val, test.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+# Thresholds and counts of prediction (predict, val, export --nms).
+ConfOpt = Annotated[float, typer.Option("--conf", help="Score threshold, in [0, 1].", callback=UNIT)]
+IouOpt = Annotated[float, typer.Option("--iou", help="NMS IoU threshold, in [0, 1].", callback=UNIT)]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Candidates before NMS, at least 1.", callback=AT_LEAST_1)]
+MaxDetOpt = Annotated[int, typer.Option("--max-det", help="Detections kept per image, at least 1.",
+                                        callback=AT_LEAST_1)]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Images per forward pass, at least 1.", callback=AT_LEAST_1)]
+HalfOpt = Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")]
+CalibOpt = Annotated[int, typer.Option("--calib-images", help="INT8 calibration images, at least 1.",
+                                       callback=AT_LEAST_1)]
+FloatLayerOpt = Annotated[list[str] | None, typer.Option("--float-layer", help="INT8: keep this conv float (module "
+                          "name, e.g. backbone.stem.conv.rbr_reparam); repeatable.")]
+QuantizerOpt = Annotated[str | None, typer.Option("--quantizer", help="INT8 OpenVINO: nncf (default) or qdq (ours, "
+                         "converted).", callback=_choice("nncf", "qdq"))]
+MaxErrorOpt = Annotated[float | None, typer.Option("--max-error", help="Selective INT8: output error budget, more "
+                        "than 0 (default: keep half of full INT8's speed-up).", callback=ABOVE_0)]
+# Tiles of large images (predict, val).
 TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in original pixels (a multiple of 32): run "
                                        "overlapping tiles, each at the input size; for small objects in large "
-                                       "images. 0 = whole images.")]
+                                       "images. 0 = whole images.", callback=TILE)]
 OverlapOpt = Annotated[float | None, typer.Option("--overlap", help="With --tile: the fraction of a tile shared with "
-                                                  "its neighbour, in [0, 1) (default 0.2).")]
+                                                  "its neighbour, in [0, 1) (default 0.2).", callback=OVERLAP)]
 TileWholeOpt = Annotated[bool, typer.Option("--tile-whole/--no-tile-whole", help="With --tile: also run the whole "
                                             "image, for large objects.")]
-TileMergeOpt = Annotated[str, typer.Option("--tile-merge", help="With --tile: nms (keep the best box), or greedynmm "
-                                           "(merge matched boxes into their union, SAHI's default).")]
+TileMergeOpt = Annotated[str, typer.Option("--tile-merge", help="With --tile: nms (a box cut by an inner tile border "
+                                           "is dropped where a larger box of the same class, going on past that "
+                                           "border, holds most of it, so an object cut in two counts once; then NMS) "
+                                           "or greedynmm (matched boxes merge into their union, SAHI's default; with "
+                                           "confident thresholds only).", callback=_choice("nms", "greedynmm"))]
+# The training flags `train` and `distill` share; each overrides the recipe's field when given, and the help shows
+# the default recipe's value.
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="scratch_small_data, cpu_s320 (yolo_nas_s on a CPU), "
+                                        "quickstart, finetune, coco_yolo_nas_s, cpu_smoke, or a recipe YAML.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs, at least 1." +
+                                               _recipe_default("schedule", "epochs"), callback=AT_LEAST_1)]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate, more than 0." +
+                                             _recipe_default("optimizer", "lr"), callback=ABOVE_0)]
+TrainBatchOpt = Annotated[int | None, typer.Option("--batch", help="Images per step and process, at least 1." +
+                                                   _recipe_default("data", "batch_size"), callback=AT_LEAST_1)]
+TrainImgszOpt = Annotated[int | None, _imgsz(f"the recipe's, {_recipe_value('data', 'image_size')} in the default "
+                                             "recipe")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes, 0 or more." +
+                                                _recipe_default("data", "workers"), callback=AT_LEAST_0)]
+PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="'coco' or 'none'." +
+                                                   _recipe_default("model", "pretrained"))]
+TrainSeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")]
 ResumeOpt = Annotated[str | None, typer.Option("--resume", help="'true' (this run's last.pt) or a last.pt.")]
 
 
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the library's progress messages.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr (a command's result, its table "
+                                        "or --json -, still goes to stdout).")] = False,
 ) -> None:
     """YOLO-NAS: train, evaluate, predict, export, quantize and search."""
     _setup_logging(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain lines on sys.stderr as it is when a message comes (a redirected or captured stream included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler sets it once; the property reads sys.stderr each time instead
+        pass
 
 
 def _setup_logging(level: int) -> None:
     """The library's messages (logging) on stderr as plain lines, once per process; third-party noise off."""
     logger = logging.getLogger("yolonas")
     logger.setLevel(level)
-    if not any(getattr(h, "_yolonas", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._yolonas = True
         logger.addHandler(handler)
+    # NNCF imports torch.utils.cpp_extension, which warns "No CUDA runtime is found, using CUDA_HOME=..." on any
+    # machine with a CUDA toolkit and no GPU: nothing the user can act on (INT8 export, bench --all, showdown).
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def _quiet() -> bool:
+    """True under -q: only errors reach stderr."""
+    return logging.getLogger("yolonas").level >= logging.ERROR
+
+
+def _say(text: str) -> None:
+    """A command's status line (thresholds, summary, where the files went) on stderr, unless -q."""
+    if not _quiet():
+        print(text, file=sys.stderr)
 
 
 def _show_progress(name: str) -> None:
     """A long command's progress, logged by `name` at INFO, shows on stderr unless -q."""
-    shown = logging.getLogger("yolonas").level <= logging.WARNING
-    logging.getLogger(name).setLevel(logging.INFO if shown else logging.NOTSET)
+    logging.getLogger(name).setLevel(logging.NOTSET if _quiet() else logging.INFO)
 
 
 _CREATED: list[Path] = []  # run folders made by this command: removed again when it fails and leaves them empty
@@ -116,11 +225,21 @@ def run_dir(task: str, name: str | None) -> Path:
     return path
 
 
+def _device(device: str | None) -> str:
+    """--device as the library's inference code takes it: auto is cuda when torch sees a GPU, else cpu."""
+    if device not in (None, "auto"):
+        return device
+    import torch  # noqa: PLC0415
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @app.command()
 def info(
     model: Annotated[str, typer.Argument(help="A published name, a spec YAML or a checkpoint.")] = "yolo_nas_s",
-    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Class count (default: its own).")] = None,
-    imgsz: Annotated[int, typer.Option("--imgsz", help="Square input size for GFLOPs.")] = 640,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Class count (default: its own).",
+                                                    callback=AT_LEAST_1)] = None,
+    imgsz: Annotated[int, _imgsz("640, as published")] = 640,
     json_out: JsonOpt = None,
 ) -> None:
     """Parameters (unfused and fused), GFLOPs and state_dict entries, per part."""
@@ -149,21 +268,19 @@ def _print_info(r: dict) -> None:
           f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
-def _model_arg(model: str | None, weights: str | None) -> str:
+def _model_arg(model: str | None, weights: str | None, required: bool = True) -> str | None:
     """The one model that --weights or --model names (a published name, a spec YAML, a checkpoint or, where the
-    command runs exported files, a .onnx / .xml / .engine)."""
-    from yolonas.errors import InputError  # noqa: PLC0415
+    command runs exported files, a .onnx / .xml / .engine); None when neither is given and none is required."""
 
     if model and weights and model != weights:
         raise InputError(f"--model {model} and --weights {weights} name two models; give one")
-    if not (model or weights):
+    if required and not (model or weights):
         raise InputError("no model given: pass --weights best.pt (or --model yolo_nas_s for untrained weights)")
     return weights or model
 
 
 def _tiles(tile: int, overlap: float | None, whole: bool, merge: str):
     """The TileConfig of --tile/--overlap/--tile-whole/--tile-merge, or None without --tile."""
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.infer.tiling import TileConfig  # noqa: PLC0415
 
     if not tile:
@@ -179,23 +296,23 @@ def _open(model: str | None, weights: str | None, imgsz: int | None, device: str
 
     opened = open_model(_model_arg(model, weights), imgsz=imgsz, device=device, half=half)
     if opened.random_weights:
-        print(f"warning: {opened.source} has random weights (no checkpoint given), so its detections are noise; "
-              "pass a trained checkpoint: --weights runs/train/<name>/weights/best.pt", file=sys.stderr)
+        _say(f"warning: {opened.source} has random weights (no checkpoint given), so its detections are noise; "
+             "pass a trained checkpoint: --weights runs/train/<name>/weights/best.pt")
     return opened
 
 
 @app.command()
 def predict(
     source: Annotated[str, typer.Option("--source", "-s", help="Image, folder, glob or video.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Published name, spec YAML or checkpoint.")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="A checkpoint (same as --model).")] = None,
-    conf: Annotated[float, typer.Option("--conf", help="Score threshold.")] = 0.25,
-    iou: Annotated[float, typer.Option("--iou", help="NMS IoU threshold.")] = 0.7,
-    max_det: Annotated[int, typer.Option("--max-det", help="Detections kept per image.")] = 300,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
-    device: DeviceOpt = "cpu",
-    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    conf: ConfOpt = 0.25,
+    iou: IouOpt = 0.7,
+    max_det: MaxDetOpt = 300,
+    imgsz: Annotated[int | None, _imgsz("the model's")] = None,
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "auto",
+    half: HalfOpt = False,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write annotated images and videos.")] = True,
     tile: TileOpt = 0,
     overlap: OverlapOpt = None,
@@ -204,16 +321,18 @@ def predict(
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json."""
+    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json. Unreadable
+    inputs are skipped, each named, and counted at the end; when none could be read, it fails (exit 2)."""
     from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
+    device = _device(device)
     opened = _open(model, weights, imgsz, device, half)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
     predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
-    print(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}", file=sys.stderr)
+    _say(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}")
     out = run_dir("predict", name)
     n_images = n_boxes = 0
     with PredictionWriter(out, save_images=save) as writer:
@@ -221,10 +340,21 @@ def predict(
             writer.add(item_name, image, det)
             n_images, n_boxes = n_images + 1, n_boxes + len(det)
     skipped = predictor.skipped
-    # Each skipped file was already named, with its reason, as it was met.
-    print(f"predict: {n_images} images, {n_boxes} detections, {len(skipped)} skipped -> {out}", file=sys.stderr)
     _emit_json({"run_dir": str(out), "images": n_images, "detections": n_boxes,
                 "skipped": [{"file": f, "reason": r} for f, r in skipped], "predictions": writer.entries}, json_out)
+    _predict_summary(source, out, n_images, n_boxes, skipped)
+
+
+def _predict_summary(source: str, out: Path, n_images: int, n_boxes: int, skipped: list[tuple[str, str]]) -> None:
+    """predict's last line: what was done, and how many inputs were skipped (each was named as it was met); an
+    error (exit 2) when no input could be read, so that a script sees the failure."""
+
+    if skipped and not n_images:
+        (out / "predictions.json").unlink(missing_ok=True)  # an empty run folder made by this call then goes
+        file, reason = skipped[0]
+        raise InputError(f"{source}: none of its {len(skipped)} input(s) could be read (first: {file}: {reason})")
+    tail = f"; {len(skipped)} of {n_images + len(skipped)} inputs skipped (unreadable, named above)" if skipped else ""
+    _say(f"predict: {n_images} images, {n_boxes} detections -> {out}{tail}")
 
 
 @app.command()
@@ -235,12 +365,12 @@ def train(
     images: ImagesOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
-    batch: BatchOpt = None,
-    imgsz: ImgszOpt = None,
+    batch: TrainBatchOpt = None,
+    imgsz: TrainImgszOpt = None,
     workers: WorkersOpt = None,
     pretrained: PretrainedOpt = None,
-    device: TrainDeviceOpt = None,
-    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    seed: TrainSeedOpt = None,
     resume: ResumeOpt = None,
     name: NameOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set optimizer.lr=1e-3")] = None,
@@ -266,16 +396,16 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"--set {item!r}: expected key=value")
+            raise OptionError(f"--set {item!r}: expected key=value")
         overrides[key.strip()] = value
     cfg = apply_overrides(load_recipe(recipe), overrides)
     if resume is not None:  # the run's own settings, then only what this command states again
         cfg = apply_overrides(resumed_recipe(cfg), overrides)
     result = run_training(cfg)
     if result.run_dir is not None:  # DDP ranks other than 0 write nothing
-        print(f"train: best {result.best} ({cfg.run.best_metric} {result.best_fitness:.3f} at epoch "
-              f"{result.best_epoch} of {result.epochs}); last {result.last}" if result.best_epoch else
-              f"train: {result.last} ({result.epochs} epochs, not validated)", file=sys.stderr)
+        _say(f"train: best {result.best} ({cfg.run.best_metric} {result.best_fitness:.3f} at epoch "
+             f"{result.best_epoch} of {result.epochs}); last {result.last}" if result.best_epoch else
+             f"train: {result.last} ({result.epochs} epochs, not validated)")
     _emit_json({"run_dir": str(result.run_dir), "best": str(result.best), "last": str(result.last),
                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics}, json_out)
 
@@ -289,15 +419,18 @@ def distill(
     images: ImagesOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
-    batch: BatchOpt = None,
-    imgsz: ImgszOpt = None,
+    batch: TrainBatchOpt = None,
+    imgsz: TrainImgszOpt = None,
     workers: WorkersOpt = None,
     pretrained: PretrainedOpt = None,
-    device: TrainDeviceOpt = None,
-    seed: SeedOpt = None,
-    cls_weight: Annotated[float | None, typer.Option("--cls-weight", help="Class-score KD weight.")] = None,
-    box_weight: Annotated[float | None, typer.Option("--box-weight", help="Box-distribution KD weight.")] = None,
-    feat_weight: Annotated[float | None, typer.Option("--feat-weight", help="Neck feature KD weight.")] = None,
+    device: DeviceOpt = None,
+    seed: TrainSeedOpt = None,
+    cls_weight: Annotated[float | None, typer.Option("--cls-weight", help="Class-score KD weight, 0 or more.",
+                                                     callback=AT_LEAST_0)] = None,
+    box_weight: Annotated[float | None, typer.Option("--box-weight", help="Box-distribution KD weight, 0 or more.",
+                                                     callback=AT_LEAST_0)] = None,
+    feat_weight: Annotated[float | None, typer.Option("--feat-weight", help="Neck feature KD weight, 0 or more.",
+                                                      callback=AT_LEAST_0)] = None,
     resume: ResumeOpt = None,
     name: NameOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any field: --set distill.box_temperature=5")
@@ -312,18 +445,40 @@ def distill(
     _run_training(recipe, overrides, resume, set_, json_out)
 
 
+def _class_threshold(item: str) -> tuple[str, float]:
+    """A pseudo-label --conf item, 0.5 or fish=0.6, as ('default', 0.5) or ('fish', 0.6); ValueError otherwise."""
+    key, sep, value = item.rpartition("=")
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError(item)
+    return (key.strip() if sep else "default"), number
+
+
+def _is_class_threshold(item: str) -> bool:
+    try:
+        return bool(_class_threshold(item))
+    except ValueError:
+        return False
+
+
+def _class_thresholds(conf: list[str] | None) -> dict[str, float]:
+    """pseudo-label's --conf items (0.5, fish=0.6) as {'default': 0.5, 'fish': 0.6}."""
+    return dict(_class_threshold(item) for item in conf or ["0.5"])
+
+
 @app.command("pseudo-label")
 def pseudo_label_cmd(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="The labelling model (a checkpoint).")],
     source: Annotated[str, typer.Option("--source", "-s", help="A folder of unlabelled images.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The data set folder to write.")],
     conf: Annotated[list[str] | None, typer.Option(
-        "--conf", help="Label threshold: one number, or class=value (repeatable; others keep the number).")] = None,
+        "--conf", help="Label threshold in [0, 1]: one number, or class=value (repeatable; others keep the "
+        "number).", callback=_rule(_is_class_threshold, "give a number in [0, 1], or class=number"))] = None,
     ignore_below: Annotated[float, typer.Option("--ignore-below", help="Scores from here up to the threshold "
-                                                "become ignore regions.")] = 0.2,
-    fmt: Annotated[str, typer.Option("--format", help="yolo or coco.")] = "yolo",
-    batch: Annotated[int, typer.Option("--batch")] = 8,
-    device: DeviceOpt = "cpu",
+                                                "become ignore regions; in [0, 1].", callback=UNIT)] = 0.2,
+    fmt: Annotated[str, typer.Option("--format", help="yolo or coco.", callback=_choice("yolo", "coco"))] = "yolo",
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "auto",
     copy: Annotated[bool, typer.Option("--copy", help="Copy the images instead of linking them.")] = False,
     json_out: JsonOpt = None,
 ) -> None:
@@ -331,33 +486,26 @@ def pseudo_label_cmd(
     from yolonas.train.pseudo import pseudo_label  # noqa: PLC0415
 
     _show_progress("yolonas.train")  # the labelling report table
-    threshold: dict[str, float] = {}
-    for item in conf or ["0.5"]:
-        key, sep, value = item.rpartition("=")
-        try:
-            threshold[key.strip() if sep else "default"] = float(value)
-        except ValueError:
-            raise typer.BadParameter(f"--conf {item!r}: expected a number or class=number") from None
-    report = pseudo_label(teacher, source, output, threshold=threshold, ignore_below=ignore_below, fmt=fmt,
-                          batch_size=batch, device=device, link=not copy)
+    report = pseudo_label(teacher, source, output, threshold=_class_thresholds(conf), ignore_below=ignore_below,
+                          fmt=fmt, batch_size=batch, device=_device(device), link=not copy)
     _emit_json(report.to_dict(), json_out)
 
 
 @app.command()
 def val(
     data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="A checkpoint.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Same as --weights.")] = None,
-    split: Annotated[str, typer.Option("--split", help="A key of the data.yaml.")] = "val",
-    images: Annotated[str | None, typer.Option("--images", help="Images folder of a COCO JSON.")] = None,
-    conf: Annotated[float, typer.Option("--conf", help="Score threshold.")] = 0.01,
-    iou: Annotated[float, typer.Option("--iou", help="NMS IoU threshold.")] = 0.7,
-    top_k: Annotated[int, typer.Option("--top-k", help="Candidates before NMS.")] = 1000,
-    max_det: Annotated[int, typer.Option("--max-det")] = 300,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
-    batch: Annotated[int, typer.Option("--batch")] = 8,
-    device: DeviceOpt = "cpu",
-    half: Annotated[bool, typer.Option("--half", help="fp16 autocast (CUDA).")] = False,
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    split: SplitOpt = "val",
+    images: ImagesOpt = None,
+    conf: ConfOpt = 0.01,
+    iou: IouOpt = 0.7,
+    top_k: TopKOpt = 1000,
+    max_det: MaxDetOpt = 300,
+    imgsz: Annotated[int | None, _imgsz("the model's")] = None,
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "auto",
+    half: HalfOpt = False,
     save_predictions: Annotated[str | None, typer.Option("--save-predictions", help="COCO results JSON.")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="PR curves and confusion matrix.")] = True,
     tile: TileOpt = 0,
@@ -375,64 +523,64 @@ def val(
     from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
+    device = _device(device)
     opened = _open(model, weights, imgsz, device, half)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
     predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
-    print(f"val: {len(dataset)} images, {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}",
-          file=sys.stderr)
+    _say(f"val: {len(dataset)} images, {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}")
     metrics = validate(predictor, dataset, batch_size=batch, save_predictions=save_predictions, plots_dir=out)
     if json_out != "-":
         Console().print(metrics.table())
         if out is not None:
-            print(f"val: plots in {out}", file=sys.stderr)
+            _say(f"val: plots in {out}")
     _emit_json(metrics.to_dict(), json_out)
 
 
 @app.command()
 def export(
-    weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a published name).")],
-    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (IR).")] = "onnx",
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (IR).",
+                                         callback=_choice("onnx", "openvino"))] = "onnx",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
     nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
     dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Dynamic height and width.")] = False,
-    batch: Annotated[int, typer.Option("--batch", help="Static batch size (without --dynamic).")] = 1,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Static batch size (without --dynamic), at least 1.",
+                                       callback=AT_LEAST_1)] = 1,
+    imgsz: Annotated[int | None, _imgsz("the model's")] = None,
     uint8: Annotated[bool, typer.Option("--uint8", help="uint8 input, /255 inside the graph.")] = False,
-    conf: Annotated[float, typer.Option("--conf", help="Score threshold (with --nms).")] = 0.25,
-    iou: Annotated[float, typer.Option("--iou", help="NMS IoU (with --nms).")] = 0.7,
-    top_k: Annotated[int, typer.Option("--top-k", help="Candidates before NMS (with --nms).")] = 1000,
-    max_det: Annotated[int, typer.Option("--max-det", help="Detections per image (with --nms).")] = 300,
-    opset: Annotated[int, typer.Option("--opset")] = 17,
+    conf: ConfOpt = 0.25,
+    iou: IouOpt = 0.7,
+    top_k: TopKOpt = 1000,
+    max_det: MaxDetOpt = 300,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 11 or more (NonMaxSuppression needs 11).",
+                                       callback=_rule(lambda v: v >= 11, "must be 11 or more"))] = 17,
     bf16: Annotated[bool, typer.Option("--bf16", help="OpenVINO: run in bf16 (CPUs with AVX-512 BF16 or AMX).")
                     ] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8, calibrated on --data: QDQ .onnx (onnx) or IR "
                     "(openvino).")] = False,
     data: Annotated[str | None, typer.Option("--data", "-d", help="--int8: calibration images (data set or "
                     "folder).")] = None,
-    split: Annotated[str, typer.Option("--split", help="--int8: the data set's split to calibrate on.")] = "train",
+    split: SplitOpt = "train",
     mode: Annotated[str, typer.Option("--mode", help="--int8: ptq (all INT8) or selective (the most sensitive "
-                    "layers float).")] = "ptq",
-    quantizer: Annotated[str | None, typer.Option("--quantizer", help="--int8 openvino: nncf (default) or qdq.")
-                         ] = None,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="--int8: calibration images.")] = 64,
+                    "layers float).", callback=_choice("ptq", "selective"))] = "ptq",
+    quantizer: QuantizerOpt = None,
+    calib_images: CalibOpt = 64,
     seed: Annotated[int, typer.Option("--seed", help="--int8: chooses the calibration images.")] = 0,
-    float_layers: Annotated[list[str] | None, typer.Option("--float-layer", help="--int8: keep this conv float; "
-                            "repeatable.")] = None,
-    max_error: Annotated[float | None, typer.Option("--max-error", help="--mode selective: output error budget "
-                         "(default: keep half of full INT8's speed-up).")
-                         ] = None,
+    float_layers: FloatLayerOpt = None,
+    max_error: MaxErrorOpt = None,
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Export a fused model to ONNX (raw boxes + scores, or NMS inside) or OpenVINO IR; f32, bf16 or INT8."""
     from yolonas.deploy.export import export_file  # noqa: PLC0415
     from yolonas.deploy.open import load_model  # noqa: PLC0415
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.infer import NMSConfig  # noqa: PLC0415
 
+    weights = _model_arg(model, weights)
     net = load_model(weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
     suffix = ".xml" if format_ == "openvino" else ".onnx"
@@ -449,51 +597,54 @@ def export(
     path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
     path = export_file(net, path, format_, precision="bf16" if bf16 else "f32", batch=None if dynamic else batch,
                        dynamic_size=dynamic_size, uint8_input=uint8, nms=settings, opset=opset)
-    print(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"),
-          file=sys.stderr)
+    _say(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"))
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
 
 
 def _export_int8(net, path: Path, data: str | None, name: str | None, json_out: str | None, **settings) -> None:
     """`export --int8`: the quantize pipeline on the loaded model, its run folder under runs/quantize/."""
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
     if data is None:
         raise InputError("--int8 needs --data: the images INT8 is calibrated on (a data set or image folder)")
     result = run_quantize(net, data, run_dir("quantize", name), output=path, **settings)
-    print(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})",
-          file=sys.stderr)
+    _say(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})")
     _emit_json({"output": str(path), "nms": None, "int8": result}, json_out)
 
 
 @app.command()
 def quantize(
-    weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a float .onnx from export).")],
     data: Annotated[str, typer.Option("--data", "-d", help="Calibration images: data.yaml, COCO JSON or folder.")],
-    split: Annotated[str, typer.Option("--split", help="A key of the data.yaml.")] = "train",
-    mode: Annotated[str, typer.Option("--mode", help="ptq (all INT8), selective (budgeted), qat.")] = "ptq",
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    split: SplitOpt = "train",
+    mode: Annotated[str, typer.Option("--mode", help="ptq (all INT8), selective (budgeted), qat.",
+                                      callback=_choice("ptq", "selective", "qat"))] = "ptq",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: in the run).")] = None,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images, chosen by --seed.")] = 64,
-    val_images: Annotated[int, typer.Option("--val-images", help="Other images the error is measured on.")] = 16,
-    method: Annotated[str, typer.Option("--method", help="percentile, minmax or entropy.")] = "percentile",
-    percentile: Annotated[float, typer.Option("--percentile", help="With --method percentile.")] = 99.99,
+    calib_images: CalibOpt = 64,
+    val_images: Annotated[int, typer.Option("--val-images", help="Other images the error is measured on, 0 or "
+                                            "more.", callback=AT_LEAST_0)] = 16,
+    method: Annotated[str, typer.Option("--method", help="percentile, minmax or entropy.",
+                                        callback=_choice("percentile", "minmax", "entropy"))] = "percentile",
+    percentile: Annotated[float, typer.Option("--percentile", help="With --method percentile: in (0, 100].",
+                                              callback=_rule(lambda v: 0 < v <= 100, "must be in (0, 100]"))
+                          ] = 99.99,
     seed: Annotated[int, typer.Option("--seed", help="Chooses the calibration and validation images.")] = 0,
     int8_activations: Annotated[bool, typer.Option("--int8-activations", help="Symmetric int8 activations "
                                 "(TensorRT) instead of uint8 (faster with ONNX Runtime on x86).")] = False,
-    float_layers: Annotated[list[str] | None, typer.Option("--float-layer", help="Keep this conv float (module "
-                            "name, e.g. backbone.stem.conv.rbr_reparam); repeatable.")] = None,
-    max_error: Annotated[float | None, typer.Option("--max-error", help="Selective: output error budget.")] = None,
+    float_layers: FloatLayerOpt = None,
+    max_error: MaxErrorOpt = None,
     min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="Selective: keep at least this "
-                           "fraction (0..1) of full INT8's speed-up.")] = None,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for measurements.")] = 2,
-    format_: Annotated[str, typer.Option("--format", help="onnx (QDQ for ONNX Runtime) or openvino (IR).")] = "onnx",
-    quantizer: Annotated[str | None, typer.Option("--quantizer", help="openvino: nncf (default) or qdq (ours, "
-                         "converted).")] = None,
+                           "fraction, in [0, 1], of full INT8's speed-up.", callback=UNIT)] = None,
+    imgsz: Annotated[int | None, _imgsz("the model's")] = None,
+    threads: Annotated[int, _threads("for measurements")] = 2,
+    format_: Annotated[str, typer.Option("--format", help="onnx (QDQ for ONNX Runtime) or openvino (IR).",
+                                         callback=_choice("onnx", "openvino"))] = "onnx",
+    quantizer: QuantizerOpt = None,
     recipe: Annotated[str | None, typer.Option("--recipe", help="QAT: the training recipe (default: the one "
                       "saved in the checkpoint).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default: the recipe's / 10).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs, at least 1 (default: the recipe's / "
+                                               "10).", callback=AT_LEAST_1)] = None,
     device: DeviceOpt = "auto",
     name: NameOpt = None,
     json_out: JsonOpt = None,
@@ -502,9 +653,10 @@ def quantize(
     after QAT."""
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
+    weights = _model_arg(model, weights)
     out = run_dir("quantize", name)
     progress = None
-    if json_out != "-":
+    if json_out != "-" and not _quiet():
         progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
     result = run_quantize(weights, data, out, output=output, split=split, mode=mode, fmt=format_,
                           quantizer=quantizer, calib_images=calib_images,
@@ -513,10 +665,9 @@ def quantize(
                           max_error=max_error, min_speedup=min_speedup, threads=threads, imgsz=imgsz,
                           recipe=recipe, epochs=epochs, device=device, progress=progress)
     if "qat" in result:
-        print(f"quantize: QAT fine-tuned {result['qat']['epochs']} epochs -> {result['qat']['weights']}",
-              file=sys.stderr)
-    print(f"quantize: {result['output']} ({mode}, {result['activations']} activations, {method} on "
-          f"{len(result['calibration']['images'])} images) -> {out}", file=sys.stderr)
+        _say(f"quantize: QAT fine-tuned {result['qat']['epochs']} epochs -> {result['qat']['weights']}")
+    _say(f"quantize: {result['output']} ({mode}, {result['activations']} activations, {method} on "
+         f"{len(result['calibration']['images'])} images) -> {out}")
     _emit_json(result, json_out)
 
 
@@ -533,17 +684,30 @@ def _bench_images(source: str | None, n: int = 8):
     return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(n)], "random 640x480 images"
 
 
+def _batch_list(text: str) -> bool:
+    try:
+        return all(int(b) >= 1 for b in text.split(","))
+    except ValueError:
+        return False
+
+
 @app.command()
 def bench(
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Checkpoint, published name, .onnx or .xml.")],
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, openvino, tensorrt.")] = "auto",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated: 1,8,32.")] = "1",
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, openvino, tensorrt.",
+                                         callback=_choice("auto", "torch", "onnxruntime", "openvino", "tensorrt"))
+                       ] = "auto",
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, each at least 1, comma-separated: 1,8,32.",
+                                       callback=_rule(_batch_list, "give batch sizes of at least 1, comma-separated "
+                                                      "(1,8,32)"))] = "1",
     source: Annotated[str | None, typer.Option("--source", help="Images to time on (default: random).")] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Timed calls per batch size.")] = 30,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls first.")] = 5,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (torch only).")] = None,
-    device: DeviceOpt = "cpu",
+    runs: Annotated[int, typer.Option("--runs", help="Timed calls per batch size, at least 1.",
+                                      callback=AT_LEAST_1)] = 30,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls first, 0 or more.", callback=AT_LEAST_0)] = 5,
+    threads: Annotated[int | None, _threads("for the timed model")] = None,
+    imgsz: Annotated[int | None, _imgsz("the model's; a checkpoint only")] = None,
+    device: DeviceOpt = "auto",
     half: Annotated[bool, typer.Option("--half", help="fp16 (torch: an fp16 copy on CUDA, autocast on CPU).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile forward + decode (torch).")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture and replay CUDA graphs (torch).")] = False,
@@ -552,7 +716,8 @@ def bench(
                          "OpenVINO; fp32, bf16, INT8), end to end side by side; the fastest marked.")] = False,
     data: Annotated[str | None, typer.Option("--data", "-d", help="--all: INT8 calibration images (data set or "
                     "folder; default: the timed images, for timing only).")] = None,
-    blocks: Annotated[int, typer.Option("--blocks", help="--all: blocks in which the paths take turns.")] = 5,
+    blocks: Annotated[int, typer.Option("--blocks", help="--all: blocks in which the paths take turns, at least 1.",
+                                        callback=AT_LEAST_1)] = 5,
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
@@ -563,6 +728,7 @@ def bench(
     from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
     from yolonas.deploy.open import open_model  # noqa: PLC0415
 
+    weights, device = _model_arg(model, weights), _device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     if all_paths:
@@ -573,8 +739,8 @@ def bench(
                         compile=compile, cuda_graphs=cuda_graphs)
     pre, label = opened.preprocessing, opened.label
     images, what = _bench_images(source)
-    sizes = _batch_sizes(batch)
-    results = [benchmark(opened.backend, images, pre, b, runs, warmup, device=device, name=label) for b in sizes]
+    results = [benchmark(opened.backend, images, pre, int(b), runs, warmup, device=device, name=label)
+               for b in batch.split(",")]
     table = markdown_table(results)
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
               f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")
@@ -588,24 +754,10 @@ def bench(
     _emit_json(result, json_out)
 
 
-def _batch_sizes(text: str) -> list[int]:
-    """--batch 1,8,32 as positive integers; InputError in one line otherwise."""
-    from yolonas.errors import InputError  # noqa: PLC0415
-
-    try:
-        sizes = [int(b) for b in text.split(",")]
-    except ValueError:
-        raise InputError(f"--batch {text!r}: give batch sizes as integers, comma-separated (1,8,32)") from None
-    if any(b < 1 for b in sizes):
-        raise InputError(f"--batch {text}: every batch size must be at least 1")
-    return sizes
-
-
 def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | None, threads: int | None,
                device: str, blocks: int, runs: int, output: str | None, name: str | None, json_out: str | None) -> None:
     """`bench --all`: build every path of a checkpoint, time them side by side, print and write the table."""
     from yolonas.deploy.open import is_exported, load_model  # noqa: PLC0415
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.quant.paths import bench_all  # noqa: PLC0415
 
     if is_exported(weights):
@@ -622,7 +774,7 @@ def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | 
     stem.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(f"{stem}.md").write_text(markdown)
-    print(f"bench: fastest here {result['fastest']}; {stem}.md, {stem}.json", file=sys.stderr)
+    _say(f"bench: fastest here {result['fastest']}; {stem}.md, {stem}.json")
     _emit_json(result, json_out)
 
 
@@ -633,27 +785,35 @@ def showdown(
     models: Annotated[str, typer.Option("--models", help="Comma-separated: yolo_nas_s|m|l (ours; yolo_nas_tiny for "
                                         "quick checks) and Ultralytics' yolov8n|s|m|l, yolo11n|s|m|l, yolo26n|s|m|l.")
                       ] = "yolo_nas_s,yolov8s,yolo11s,yolo26s",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget: the ceiling).")] = 100,
-    budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call, split over the data "
-                      "sets: a 1-epoch probe per model, then the epochs that fit.")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="Runs per model (seeds --seed, --seed + 1, ...): the table "
-                     "keeps mean and spread, and calls differences under the spread a tie.")] = 1,
-    imgsz: Annotated[int, typer.Option("--imgsz")] = 640,
-    batch: Annotated[int, typer.Option("--batch")] = 16,
-    device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu, cuda, cuda:N.")] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget: the ceiling), at least 1.",
+                                        callback=AT_LEAST_1)] = 100,
+    budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call, more than 0, split "
+                      "over the data sets: a 1-epoch probe per model, then the epochs that fit.", callback=ABOVE_0)
+                      ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Runs per model (seeds --seed, --seed + 1, ...), at least 1: "
+                     "the table keeps mean and spread, and calls differences under the spread a tie.",
+                     callback=AT_LEAST_1)] = 1,
+    imgsz: Annotated[int, _imgsz("640")] = 640,
+    batch: Annotated[int, typer.Option("--batch", help="Images per training step, at least 1.",
+                                       callback=AT_LEAST_1)] = 16,
+    device: DeviceOpt = "auto",
     backend: Annotated[str, typer.Option("--backend", help="fp32 latency backend (INT8 IRs run on OpenVINO).")
                        ] = "onnxruntime",
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also make and score each family's own OpenVINO "
                                        "INT8.")] = True,
     split: Annotated[str, typer.Option("--split", help="The data.yaml key that is scored.")] = "val",
-    calib_images: Annotated[int, typer.Option("--calib-images", help="INT8 calibration images (train split).")] = 64,
-    workers: Annotated[int, typer.Option("--workers")] = 4,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for training (every family) and for "
-                                              "timing (default: all).")] = None,
+    calib_images: CalibOpt = 64,
+    workers: Annotated[int | None, typer.Option("--workers", help="Loader processes per training, 0 or more "
+                       "(default: up to 4, no more than the CPUs).", callback=AT_LEAST_0)
+                       ] = None,
+    threads: Annotated[int | None, _threads("for training (every family) and for timing")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
     ultralytics_python: Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
-                                  "venv (default: $YOLONAS_ULTRALYTICS_PYTHON or .venv-ultralytics/bin/python).")
+                                  "venv (default: $YOLONAS_ULTRALYTICS_PYTHON, else .venv-ultralytics/bin/python).")
                                   ] = None,
+    skip_missing_peers: Annotated[bool, typer.Option("--skip-missing-peers", help="Run our models even when "
+                                  "Ultralytics is not installed; its rows then say how to install it (without this "
+                                  "flag a missing peer stops the call before any training).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo runs whose result is already in the run folder.")
                      ] = False,
     name: Annotated[str, typer.Option("--name", help="The run folder runs/showdown/<name>/ (results merge).")
@@ -662,19 +822,26 @@ def showdown(
 ) -> None:
     """YOLO-NAS vs YOLOv8, YOLO11, YOLO26 trained alike, scored by one COCO evaluator, each on its fastest CPU path:
     a table and frontier plot per data set, a summary over them, JSON."""
-    from yolonas.errors import InputError  # noqa: PLC0415
-    from yolonas.showdown import ShowdownConfig, run_showdown  # noqa: PLC0415
+    from yolonas.showdown import ShowdownConfig  # noqa: PLC0415
 
+    defaults = {} if workers is None else {"workers": workers}  # else ShowdownConfig's, from the CPU count
     cfg = ShowdownConfig(data=data, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
                          budget_minutes=budget, seeds=seeds, imgsz=imgsz, batch=batch, device=device, backend=backend,
-                         int8=int8, split=split, calib_images=calib_images, workers=workers, threads=threads,
-                         seed=seed, ultralytics_python=ultralytics_python, force=force, name=name,
-                         command="yolonas " + " ".join(sys.argv[1:]))
+                         int8=int8, split=split, calib_images=calib_images, threads=threads, seed=seed,
+                         ultralytics_python=ultralytics_python, skip_missing_peers=skip_missing_peers, force=force,
+                         name=name, command="yolonas " + " ".join(sys.argv[1:]), **defaults)
+    _run_showdown(cfg, json_out)
+
+
+def _run_showdown(cfg, json_out: str | None) -> None:
+    """`showdown`: run the campaign with its progress on stderr (unless -q), print the reports, fail when a run did."""
+    from yolonas.showdown import run_showdown  # noqa: PLC0415
+
     # A campaign runs for hours: its progress (each run's result file, the budget's epochs, the child's command)
     # shows on stderr unless --quiet, as it goes.
     progress = logging.getLogger("yolonas.showdown")
     level = progress.level
-    if logging.getLogger("yolonas").getEffectiveLevel() <= logging.WARNING:
+    if not _quiet():
         progress.setLevel(logging.INFO)
     try:
         result = run_showdown(cfg)
@@ -692,48 +859,55 @@ def showdown(
 @app.command()
 def search(
     data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
-    backend: Annotated[str, typer.Option("--backend", help="Latency target: onnxruntime, torch, openvino.")
-                       ] = "onnxruntime",
+    backend: Annotated[str, typer.Option("--backend", help="Latency target: onnxruntime, torch, openvino.",
+                                         callback=_choice("onnxruntime", "torch", "openvino"))] = "onnxruntime",
     precision: Annotated[str, typer.Option("--precision", help="fp32; fp16 (torch on cuda); int8 (the QDQ model "
-                                           "`yolonas quantize` writes; onnxruntime, openvino).")] = "fp32",
-    imgsz: Annotated[str, typer.Option("--imgsz", help="Input size, or several comma-separated to search.")] = "320",
-    trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest).")] = 40,
-    latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms).")] = None,
+                                           "`yolonas quantize` writes; onnxruntime, openvino).",
+                                           callback=_choice("fp32", "fp16", "int8"))] = "fp32",
+    imgsz: Annotated[str, typer.Option("--imgsz", help="Square input size in pixels, a multiple of 32, or several "
+                                       "comma-separated to search.", callback=STRIDES)] = "320",
+    trials: Annotated[int, typer.Option("--trials", help="Trials in total (a resumed run adds the rest), at least 1.",
+                                        callback=AT_LEAST_1)] = 40,
+    latency_cap: Annotated[float | None, typer.Option("--latency-cap", help="Max predicted latency (ms), more than "
+                                                      "0.", callback=ABOVE_0)] = None,
     latency_cap_ratio: Annotated[float | None, typer.Option("--latency-cap-ratio", help="Max predicted latency as a "
-                                 "fraction of --around's (else yolo_nas_s's) at the largest --imgsz.")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads of the latency target.")] = 2,
+                                 "fraction of --around's (else yolo_nas_s's) at the largest --imgsz, more than 0.",
+                                 callback=ABOVE_0)] = None,
+    threads: Annotated[int, _threads("of the latency target")] = 2,
     proxy: Annotated[str | None, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops (default: "
-                                              "gflops with --around, else meco).")] = None,
+                                              "gflops with --around, else meco).",
+                                              callback=_choice("meco", "params", "gflops"))] = None,
     around: Annotated[str | None, typer.Option("--around", help="Search only the neighbourhood of this model (a "
                                                "published name, spec YAML or checkpoint).")] = None,
     around_steps: Annotated[int, typer.Option("--around-steps", help="Grid steps either side of --around's "
-                                              "values.")] = 1,
-    population: Annotated[int, typer.Option("--population", help="NSGA-II population size.")] = 16,
-    train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).")] = 0,
-    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training.")] = 3,
-    train_imgsz: Annotated[int, typer.Option("--train-imgsz", help="Its input size.")] = 160,
-    train_images: Annotated[int, typer.Option("--train-images", help="Its first N train and val images.")] = 64,
+                                              "values, at least 1.",
+                                              callback=_rule(lambda v: v >= 1, "must be at least 1 step"))] = 1,
+    population: Annotated[int, typer.Option("--population", help="NSGA-II population size, at least 2.",
+                                            callback=_rule(lambda v: v >= 2, "must be at least 2"))] = 16,
+    train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).",
+                                           callback=AT_LEAST_0)] = 0,
+    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training, at least 1.",
+                                              callback=AT_LEAST_1)] = 3,
+    train_imgsz: Annotated[int, typer.Option("--train-imgsz", help="Its input size, a multiple of 32.",
+                                             callback=STRIDE)] = 160,
+    train_images: Annotated[int, typer.Option("--train-images", help="Its first N train and val images, at least 1.",
+                                              callback=AT_LEAST_1)] = 64,
     latency_table: Annotated[str | None, typer.Option("--latency-table", help="Latency cache JSON (default: "
                                                       "runs/search/latency_table.json).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     name: NameOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Hardware-aware architecture search; runs/search/<name>/ gets the front, its plot and one spec YAML each."""
-    from yolonas.errors import InputError  # noqa: PLC0415
     from yolonas.nas import SearchConfig, SearchSpace  # noqa: PLC0415
     from yolonas.nas import search as run_search  # noqa: PLC0415
     from yolonas.weights import load  # noqa: PLC0415
 
-    try:
-        sizes = tuple(int(s) for s in imgsz.split(","))
-    except ValueError:
-        raise InputError(f"--imgsz {imgsz!r}: expected an integer or comma-separated integers (320 or 256,320)"
-                         ) from None
+    sizes = tuple(int(s) for s in imgsz.split(","))
     reference = load(around).spec if around else None
     space = SearchSpace.around(reference, around_steps, sizes) if around else SearchSpace(imgsz=sizes)
-    cfg = SearchConfig(data=data, out=run_dir("search", name), space=space, backend=backend, device=device,
+    cfg = SearchConfig(data=data, out=run_dir("search", name), space=space, backend=backend, device=_device(device),
                        precision=precision, imgsz=sizes, trials=trials, latency_cap=latency_cap, threads=threads,
                        latency_cap_ratio=latency_cap_ratio, reference=reference,
                        # near one model MeCo ranked aquarium-trained nets backwards (tau -0.60), GFLOPs +0.40
@@ -741,15 +915,15 @@ def search(
                        population=population, seed=seed, train_top=train_top, train_epochs=train_epochs,
                        train_imgsz=train_imgsz, train_images=train_images,
                        latency_table=Path(latency_table) if latency_table else None,
-                       progress=json_out != "-")
+                       progress=json_out != "-" and not _quiet())
     result = run_search(cfg)  # why a front is empty, the library says as a warning
     cap = ""
     if result.get("latency_cap_ms") is not None:
         ratio = result.get("latency_cap_ratio")
         of = f", x{ratio:g} of {result['latency_reference']}" if ratio else ""
         cap = f" (latency cap {result['latency_cap_ms']:.2f} ms{of})"
-    print(f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {cfg.out}/front.md, "
-          "front.png, specs/", file=sys.stderr)
+    _say(f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {cfg.out}/front.md, "
+         "front.png, specs/")
     _emit_json(result, json_out)
 
 
@@ -759,21 +933,40 @@ def _remove_empty_run_folders() -> None:
             path.rmdir()
 
 
+def _fail(message: str, code: int = 2) -> None:
+    """Leave no empty run folder behind, print `error: <message>` as one line and exit with `code`."""
+    _remove_empty_run_folders()
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: run the app, printing our own errors as one line."""
+    """Entry point: run the app; our errors and every usage error (a flag out of range, a missing or unknown flag)
+    print as one line, exit code 2."""
     # Libraries' warnings about their own internals are not the user's business on the command line.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here instead of typer's multi-line box
     except YolonasError as e:
-        _remove_empty_run_folders()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        _remove_empty_run_folders()
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail(str(e))
+    except typer.TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `yolonas` alone: the help, as typer shows it
+            e.show()
+            sys.exit(2)
+        _fail(e.format_message(), getattr(e, "exit_code", 2) or 2)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail_interrupted()
+    if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
+        _fail_interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail_interrupted() -> None:
+    _remove_empty_run_folders()
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

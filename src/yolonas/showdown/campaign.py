@@ -13,10 +13,11 @@ from pathlib import Path
 from yolonas.data import open_dataset
 from yolonas.errors import InputError
 from yolonas.showdown.budget import budget_decision
+from yolonas.showdown.child import check_peers, peer_missing, ultralytics_python
 from yolonas.showdown.config import ShowdownConfig, check_config, dataset_names, family, is_ours, nms_free
 from yolonas.showdown.latency import time_together
 from yolonas.showdown.ours import run_ours
-from yolonas.showdown.peer import peer_missing, peer_yaml, run_peer, ultralytics_python
+from yolonas.showdown.peer import peer_yaml, run_peer
 from yolonas.showdown.report import write_report
 from yolonas.showdown.rows import model_dir, row_path, save_row
 from yolonas.showdown.summary import write_summary
@@ -25,7 +26,8 @@ from yolonas.showdown.threads import resolve_threads
 logger = logging.getLogger(__name__)
 
 
-def _peer_row(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int, seed: int) -> dict:
+def _peer_fields(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int,
+                 seed: int) -> dict:
     """The fields of a peer's row: its results, or status failed / missing with a one-line message."""
     try:
         peer_yaml(cfg.data)  # a data set Ultralytics cannot read fails this row only, before any child starts
@@ -52,7 +54,7 @@ def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: 
     dataset = open_dataset(cfg.data, cfg.split)
     if is_ours(model):
         return {**base, "status": "ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed)}
-    return {**base, **_peer_row(model, cfg, epochs, folder, dataset, threads, seed)}
+    return {**base, **_peer_fields(model, cfg, epochs, folder, dataset, threads, seed)}
 
 
 def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path, budget_minutes: float) -> int:
@@ -116,6 +118,9 @@ def run_showdown(cfg: ShowdownConfig) -> dict:
     """Run every model and seed of `cfg` not done yet on each data set of --data, each in
     runs/showdown/<name>/<data set>/ with its report, then write the summary over the data sets; its dict."""
     check_config(cfg)
+    missing = check_peers(cfg)  # before any training: a missing peer stops here unless skip_missing_peers
+    if missing is not None:
+        logger.warning("showdown: going on without Ultralytics' models (--skip-missing-peers): %s", missing)
     run = Path(cfg.project) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
     datasets = cfg.datasets()
