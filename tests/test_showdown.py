@@ -24,10 +24,12 @@ from yolonas.nas.pareto import pareto_front
 from yolonas.showdown import (
     INSTALL_HINT,
     ShowdownConfig,
+    ShowdownRow,
     aggregate,
     epochs_for_budget,
     family,
     head_to_head,
+    load_rows,
     mean_rows,
     peer_data,
     peer_predictions_to_coco,
@@ -154,17 +156,17 @@ def test_config_errors_are_input_errors(tiny_data, tmp_path):
         check_config(_cfg(f"{tiny_data},nope.yaml", tmp_path, ("yolo_nas_tiny",)))
 
 
-def _row(model: str, fam: str, ap: float, lat: float = 80.0, seed: int = 0, **kw) -> dict:
-    return {"model": model, "family": fam, "status": "ok", "seed": seed, "epochs": 100, "AP": ap, "AP50": ap + 0.1,
-            "APs": ap / 2, "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0, "latency_fp32_ms": lat,
-            "backend": "onnxruntime", "threads": 2, "train_s": 1800.0,
-            "settings": {"data": "d", "imgsz": 640, "batch": 16, "split": "val", "train_split": "train",
-                         "backend": "onnxruntime"}, **kw}
+def _row(model: str, fam: str, ap: float, lat: float = 80.0, seed: int = 0, **kw) -> ShowdownRow:
+    return ShowdownRow(**{"model": model, "family": fam, "status": "ok", "seed": seed, "epochs": 100, "AP": ap,
+                          "AP50": ap + 0.1, "APs": ap / 2, "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0,
+                          "latency_fp32_ms": lat, "backend": "onnxruntime", "threads": 2, "train_s": 1800.0,
+                          "settings": {"data": "d", "imgsz": 640, "batch": 16, "split": "val",
+                                       "train_split": "train", "backend": "onnxruntime"}, **kw})
 
 
-def _write(folder: Path, row: dict) -> None:
+def _write(folder: Path, row: ShowdownRow) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{row['model']}_seed{row['seed']}.json").write_text(json.dumps(row))
+    (folder / f"{row.model}_seed{row.seed}.json").write_text(json.dumps(row.to_dict()))
 
 
 def test_seeds_give_mean_and_spread_and_close_results_are_ties(tmp_path):
@@ -201,7 +203,7 @@ def test_the_best_row_says_tie_under_the_one_seed_noise():
 def test_a_model_run_with_other_settings_is_flagged(tmp_path):
     _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", 0.32))
     other = _row("yolov8m", "YOLOv8", 0.35)
-    other["settings"] = {**other["settings"], "imgsz": 320}
+    other.settings = {**other.settings, "imgsz": 320}
     _write(tmp_path, other)
     write_report(tmp_path)
     assert "WARNING: yolov8m ran with other settings" in (tmp_path / "showdown.md").read_text()
@@ -210,7 +212,7 @@ def test_a_model_run_with_other_settings_is_flagged(tmp_path):
 def test_summary_means_over_data_sets_and_ap_per_training_hour():
     a = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.30, train_s=3600.0), _row("yolo11s", "YOLO11", 0.20)])
     b = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.40, train_s=7200.0),
-                   {"model": "yolo11s", "family": "YOLO11", "status": "failed", "seed": 0, "message": "m"}])
+                   ShowdownRow(model="yolo11s", family="YOLO11", status="failed", seed=0, message="m")])
     rows = [summary_row("aquarium", m) for m in a] + [summary_row("cars", m) for m in b]
     assert rows[0]["AP_per_hour"] == pytest.approx(30.0)  # 30 AP points in 1 h
     assert rows[1]["AP_per_hour"] == pytest.approx(40.0)  # 20 points in 0.5 h
@@ -255,8 +257,8 @@ def test_budget_rule():
     with pytest.raises(InputError, match="--budget"):
         epochs_for_budget(0, 0, [1.0], [1.0], 10)
     # two seeds each: twice the training and the after-work -> (3600 - 360 - 600) / 60
-    probes = [{"model": "a", "status": "ok", "train_s": 10.0, "after_s": 120.0},
-              {"model": "b", "status": "ok", "train_s": 20.0, "after_s": 180.0}]
+    probes = [ShowdownRow(model="a", family="YOLO-NAS", train_s=10.0, after_s=120.0),
+              ShowdownRow(model="b", family="YOLOv8", train_s=20.0, after_s=180.0)]
     assert budget_decision(60, 360, probes, 300, [2, 2])["epochs"] == 44
     # 90 min over 3 data sets: the first gets 30; after 40 min spent, the second gets (90 - 40) / 2 = 25
     assert budget_share(90, 0, 3) == 30 and budget_share(90, 40 * 60, 2) == 25
@@ -392,3 +394,13 @@ def test_showdown_runs_from_an_installed_wheel(tiny_data, tmp_path):
                              capture_output=True, text=True, env=env, cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
     assert missing.stderr.startswith("error: yolov8n: Ultralytics is not installed") and INSTALL_HINT in missing.stderr
+
+
+def test_a_row_round_trips_through_its_json_file_unknown_keys_kept(tmp_path):
+    row = _row("yolo11s", "YOLO11", 0.3, latency_timed_with=["yolo11s"])
+    assert ShowdownRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+    old = {"model": "yolov8s", "family": "YOLOv8", "status": "ok", "seed": 1, "AP": 0.2, "legacy_key": 7}
+    _write(tmp_path, ShowdownRow.from_dict(old))
+    (back,) = load_rows(tmp_path)
+    assert back.AP == 0.2 and back.seed == 1 and back.extra == {"legacy_key": 7}
+    assert back.to_dict()["legacy_key"] == 7 and back.to_dict()["latency_fp32_ms"] is None

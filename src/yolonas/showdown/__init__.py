@@ -40,13 +40,13 @@ from yolonas.showdown.latency import model_latency, time_together
 from yolonas.showdown.peer import peer_data, peer_predictions_to_coco
 from yolonas.showdown.plot import frontier_figure, plot_frontier
 from yolonas.showdown.report import REPORT_FILES, markdown_table, write_report
-from yolonas.showdown.rows import load_rows
+from yolonas.showdown.rows import ShowdownRow, load_rows
 from yolonas.showdown.summary import SUMMARY_FILES, mean_rows, write_summary
 from yolonas.showdown.threads import torch_threads
 
 __all__ = [
     "DEFAULT_MODELS", "DEFAULT_NOISE", "FAMILIES", "INSTALL_HINT", "NMS_FREE", "OURS", "PEERS", "REPORT_FILES",
-    "SUMMARY_FILES", "TEST_MODELS", "ShowdownConfig", "aggregate", "check_config", "check_peers",
+    "SUMMARY_FILES", "TEST_MODELS", "ShowdownConfig", "ShowdownRow", "aggregate", "check_config", "check_peers",
     "epochs_for_budget", "family", "frontier_figure", "head_to_head", "load_rows", "markdown_table", "mean_rows",
     "model_latency", "peer_data", "peer_missing", "peer_predictions_to_coco", "plot_frontier", "run_model",
     "run_showdown", "standing", "time_together", "torch_threads", "verdict", "write_report", "write_summary",

@@ -19,7 +19,7 @@ from yolonas.showdown.latency import time_together
 from yolonas.showdown.ours import run_ours
 from yolonas.showdown.peer import peer_yaml, run_peer
 from yolonas.showdown.report import write_report
-from yolonas.showdown.rows import model_dir, row_path, save_row
+from yolonas.showdown.rows import ShowdownRow, model_dir, row_path, save_row
 from yolonas.showdown.summary import write_summary
 from yolonas.showdown.threads import resolve_threads
 
@@ -43,18 +43,18 @@ def _peer_fields(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dat
         return {"status": "failed", "message": str(e)}
 
 
-def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> dict:
+def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> ShowdownRow:
     """One model's full step (train, evaluate, export, INT8) with one seed into `folder`; its row, never raising for a
     missing or failing peer (the row then says why)."""
     seed = cfg.seed if seed is None else seed
     folder.mkdir(parents=True, exist_ok=True)
     threads = resolve_threads(cfg.threads)
-    base = {"model": model, "family": family(model), "seed": seed, "epochs": epochs, "settings": cfg.settings(),
-            "backend": cfg.backend, "threads": threads, "nms_free": nms_free(model), "command": cfg.command}
+    row = ShowdownRow(model=model, family=family(model), seed=seed, epochs=epochs, settings=cfg.settings(),
+                      backend=cfg.backend, threads=threads, nms_free=nms_free(model), command=cfg.command)
     dataset = open_dataset(cfg.data, cfg.split)
     if is_ours(model):
-        return {**base, "status": "ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed)}
-    return {**base, **_peer_fields(model, cfg, epochs, folder, dataset, threads, seed)}
+        return dataclasses.replace(row, status="ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed))
+    return dataclasses.replace(row, **_peer_fields(model, cfg, epochs, folder, dataset, threads, seed))
 
 
 def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path, budget_minutes: float) -> int:
@@ -75,7 +75,7 @@ def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path,
     logger.info("showdown: %s: budget %.1f min -> %d epochs per run", run.name, budget_minutes, decision["epochs"])
     if decision["epochs"] == 1:
         for (model, seed), row in probes.items():
-            save_row({**row, "budget": decision}, row_path(run, model, seed))
+            save_row(dataclasses.replace(row, budget=decision), row_path(run, model, seed))
             todo.remove((model, seed))
     return decision["epochs"]
 
