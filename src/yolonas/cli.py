@@ -856,6 +856,17 @@ def _run_showdown(cfg, json_out: str | None) -> None:
         raise InputError(f"{len(result['failed'])} run(s) failed: {'; '.join(result['failed'])}")
 
 
+ProxyOpt = Annotated[str | None, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops (default: "
+                                             "gflops with --around, else meco).",
+                                             callback=_choice("meco", "params", "gflops"))]
+AroundOpt = Annotated[str | None, typer.Option("--around", help="Search only the neighbourhood of this model (a "
+                                               "published name, spec YAML or checkpoint).")]
+AroundStepsOpt = Annotated[int, typer.Option("--around-steps", help="Grid steps either side of --around's values, at "
+                                             "least 1.", callback=_rule(lambda v: v >= 1, "must be at least 1 step"))]
+PopulationOpt = Annotated[int, typer.Option("--population", help="NSGA-II population size, at least 2.",
+                                            callback=_rule(lambda v: v >= 2, "must be at least 2"))]
+
+
 @app.command()
 def search(
     data: Annotated[str, typer.Option("--data", "-d", help="data.yaml, COCO JSON or dataset folder.")],
@@ -874,16 +885,10 @@ def search(
                                  "fraction of --around's (else yolo_nas_s's) at the largest --imgsz, more than 0.",
                                  callback=ABOVE_0)] = None,
     threads: Annotated[int, _threads("of the latency target")] = 2,
-    proxy: Annotated[str | None, typer.Option("--proxy", help="Accuracy estimate: meco, params, gflops (default: "
-                                              "gflops with --around, else meco).",
-                                              callback=_choice("meco", "params", "gflops"))] = None,
-    around: Annotated[str | None, typer.Option("--around", help="Search only the neighbourhood of this model (a "
-                                               "published name, spec YAML or checkpoint).")] = None,
-    around_steps: Annotated[int, typer.Option("--around-steps", help="Grid steps either side of --around's "
-                                              "values, at least 1.",
-                                              callback=_rule(lambda v: v >= 1, "must be at least 1 step"))] = 1,
-    population: Annotated[int, typer.Option("--population", help="NSGA-II population size, at least 2.",
-                                            callback=_rule(lambda v: v >= 2, "must be at least 2"))] = 16,
+    proxy: ProxyOpt = None,
+    around: AroundOpt = None,
+    around_steps: AroundStepsOpt = 1,
+    population: PopulationOpt = 16,
     train_top: Annotated[int, typer.Option("--train-top", help="Front members to train briefly (0: none).",
                                            callback=AT_LEAST_0)] = 0,
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs of that brief training, at least 1.",
@@ -917,14 +922,19 @@ def search(
                        latency_table=Path(latency_table) if latency_table else None,
                        progress=json_out != "-" and not _quiet())
     result = run_search(cfg)  # why a front is empty, the library says as a warning
+    _say(_search_line(result, cfg.out))
+    _emit_json(result, json_out)
+
+
+def _search_line(result: dict, out: Path) -> str:
+    """search's last line: trials, the front's size, the latency cap, where the files are."""
     cap = ""
     if result.get("latency_cap_ms") is not None:
         ratio = result.get("latency_cap_ratio")
         of = f", x{ratio:g} of {result['latency_reference']}" if ratio else ""
         cap = f" (latency cap {result['latency_cap_ms']:.2f} ms{of})"
-    _say(f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {cfg.out}/front.md, "
-         "front.png, specs/")
-    _emit_json(result, json_out)
+    return (f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {out}/front.md, "
+            "front.png, specs/")
 
 
 def _remove_empty_run_folders() -> None:

@@ -155,7 +155,8 @@ def build_check(model: str) -> None:
         raise SystemExit(3) from None
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The parent's flags (yolonas.showdown.peer.child_command)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="yolov8s, yolo11s, yolo26s, ...: trains from <model>.yaml")
     ap.add_argument("--data", required=True, help="a data.yaml with absolute paths (train, val)")
@@ -171,7 +172,11 @@ def main() -> None:
                     "skipped without it")
     ap.add_argument("--calib-images", type=int, default=0, help="how many calibration images (for the report)")
     ap.add_argument("--nms-free", action="store_true", help="score and export the end-to-end head (YOLO26)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     go_offline()
     # Ultralytics sets OMP_NUM_THREADS=1 on import and, on CPU, torch threads to cpu_count - 1 (1 on 2 cores),
     # which silently halved its CPU training against ours; --threads holds for both families.
