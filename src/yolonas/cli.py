@@ -157,6 +157,8 @@ def _root(
 ) -> None:
     """YOLO-NAS: train, evaluate, predict, export, quantize and search."""
     _setup_logging(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    if quiet:  # Python warnings too (val's skipped image, export's onnxslim fallback): -q prints only errors
+        warnings.simplefilter("ignore")
 
 
 class _StderrHandler(logging.StreamHandler):
