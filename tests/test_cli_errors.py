@@ -96,6 +96,9 @@ def test_usage_errors_are_one_line_too(monkeypatch, capsys):
 
 def test_help_fits_80_columns_with_defaults_whole(monkeypatch):
     runner = CliRunner()
+    listing = runner.invoke(cli.app, ["--help"], env={"COLUMNS": "80"}).output.split("Commands:")[1]
+    assert "..." not in listing and "…" not in listing  # every command's summary whole, wrapped
+    assert "when none could be read, it fails (exit 2)." in " ".join(listing.split())
     for command in COMMANDS:
         result = runner.invoke(cli.app, [command, "--help"], env={"COLUMNS": "80"})
         assert result.exit_code == 0, result.output

@@ -939,6 +939,11 @@ def _search_line(result: dict, out: Path) -> str:
             "front.png, specs/")
 
 
+# Each command's whole summary in `yolonas --help`, wrapped, where click would cut it at the terminal's width.
+for _info in app.registered_commands:
+    _info.short_help = _info.short_help or " ".join(_info.callback.__doc__.split())
+
+
 def _remove_empty_run_folders() -> None:
     for path in _CREATED:
         if path.is_dir() and not any(path.iterdir()):
