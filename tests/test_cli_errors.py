@@ -190,5 +190,5 @@ def test_no_cuda_runtime_line_from_torch_cpp_extension():
     control = stderr_of("import torch.utils.cpp_extension")
     if "No CUDA runtime" not in control:
         pytest.skip("this machine has a GPU, or no CUDA toolkit: torch does not print the line here")
-    assert "No CUDA runtime" not in stderr_of("from yolonas.cli import _setup_logging; import logging; "
+    assert "No CUDA runtime" not in stderr_of("from yolonas.cli.shared import _setup_logging; import logging; "
                                               "_setup_logging(logging.WARNING); import torch.utils.cpp_extension")
