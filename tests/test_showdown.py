@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -20,10 +24,12 @@ from yolonas.nas.pareto import pareto_front
 from yolonas.showdown import (
     INSTALL_HINT,
     ShowdownConfig,
+    ShowdownRow,
     aggregate,
     epochs_for_budget,
     family,
     head_to_head,
+    load_rows,
     mean_rows,
     peer_data,
     peer_predictions_to_coco,
@@ -35,6 +41,7 @@ from yolonas.showdown import (
 )
 from yolonas.showdown.budget import budget_decision
 from yolonas.showdown.campaign import budget_share
+from yolonas.showdown.child import peer_script
 from yolonas.showdown.config import check_config, dataset_names, nms_free
 from yolonas.showdown.peer import run_child
 from yolonas.showdown.summary import summary_row
@@ -57,7 +64,8 @@ def _cfg(data, project: Path, models: tuple[str, ...], **kw) -> ShowdownConfig:
 
 
 def test_tiny_showdown_writes_reports_summary_and_install_hint(tiny_data, tmp_path):
-    cfg = _cfg(tiny_data, tmp_path, ("yolo_nas_tiny", "yolov8n"), ultralytics_python=str(tmp_path / "no" / "python"))
+    cfg = _cfg(tiny_data, tmp_path, ("yolo_nas_tiny", "yolov8n"), ultralytics_python=str(tmp_path / "no" / "python"),
+               skip_missing_peers=True)
     threads = torch.get_num_threads()
     with torch_threads(2):  # not --threads 1: the call must give back the count it found, not leave its own
         summary = run_showdown(cfg)
@@ -85,7 +93,7 @@ def test_tiny_showdown_writes_reports_summary_and_install_hint(tiny_data, tmp_pa
     assert "CPU training (mean over seeds): yolo_nas_tiny" in table
     assert (sub / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| " + sub.name + " | yolo_nas_tiny | 1 | 1 |" in (run / "summary.md").read_text()
-    assert summary["failed"] == []  # missing is not failed: the row says how to install
+    assert summary["failed"] == []  # missing, with --skip-missing-peers, is not failed: the row says how to install
     # a second call finds the run done and does not train it again
     mtime = (sub / "yolo_nas_tiny_seed0.json").stat().st_mtime_ns
     run_showdown(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",)))
@@ -105,7 +113,7 @@ def test_a_coco_json_fails_the_peer_row_in_one_line_while_ours_completes(tiny_da
     monkeypatch.setattr("sys.argv", ["yolonas", "showdown", "--data", str(coco), "--models", "yolo_nas_tiny,yolo11n",
                                      "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu",
                                      "--workers", "0", "--threads", "1", "--calib-images", "4", "--no-int8",
-                                     "--name", "c"])
+                                     "--name", "c", "--skip-missing-peers"])  # the data fails the row first
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 2
@@ -148,17 +156,17 @@ def test_config_errors_are_input_errors(tiny_data, tmp_path):
         check_config(_cfg(f"{tiny_data},nope.yaml", tmp_path, ("yolo_nas_tiny",)))
 
 
-def _row(model: str, fam: str, ap: float, lat: float = 80.0, seed: int = 0, **kw) -> dict:
-    return {"model": model, "family": fam, "status": "ok", "seed": seed, "epochs": 100, "AP": ap, "AP50": ap + 0.1,
-            "APs": ap / 2, "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0, "latency_fp32_ms": lat,
-            "backend": "onnxruntime", "threads": 2, "train_s": 1800.0,
-            "settings": {"data": "d", "imgsz": 640, "batch": 16, "split": "val", "train_split": "train",
-                         "backend": "onnxruntime"}, **kw}
+def _row(model: str, fam: str, ap: float, lat: float = 80.0, seed: int = 0, **kw) -> ShowdownRow:
+    return ShowdownRow(**{"model": model, "family": fam, "status": "ok", "seed": seed, "epochs": 100, "AP": ap,
+                          "AP50": ap + 0.1, "APs": ap / 2, "APm": 0.0, "APl": 0.0, "params": 1e7, "gflops": 30.0,
+                          "latency_fp32_ms": lat, "backend": "onnxruntime", "threads": 2, "train_s": 1800.0,
+                          "settings": {"data": "d", "imgsz": 640, "batch": 16, "split": "val",
+                                       "train_split": "train", "backend": "onnxruntime"}, **kw})
 
 
-def _write(folder: Path, row: dict) -> None:
+def _write(folder: Path, row: ShowdownRow) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{row['model']}_seed{row['seed']}.json").write_text(json.dumps(row))
+    (folder / f"{row.model}_seed{row.seed}.json").write_text(json.dumps(row.to_dict()))
 
 
 def test_seeds_give_mean_and_spread_and_close_results_are_ties(tmp_path):
@@ -195,7 +203,7 @@ def test_the_best_row_says_tie_under_the_one_seed_noise():
 def test_a_model_run_with_other_settings_is_flagged(tmp_path):
     _write(tmp_path, _row("yolo_nas_s", "YOLO-NAS", 0.32))
     other = _row("yolov8m", "YOLOv8", 0.35)
-    other["settings"] = {**other["settings"], "imgsz": 320}
+    other.settings = {**other.settings, "imgsz": 320}
     _write(tmp_path, other)
     write_report(tmp_path)
     assert "WARNING: yolov8m ran with other settings" in (tmp_path / "showdown.md").read_text()
@@ -204,7 +212,7 @@ def test_a_model_run_with_other_settings_is_flagged(tmp_path):
 def test_summary_means_over_data_sets_and_ap_per_training_hour():
     a = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.30, train_s=3600.0), _row("yolo11s", "YOLO11", 0.20)])
     b = aggregate([_row("yolo_nas_s", "YOLO-NAS", 0.40, train_s=7200.0),
-                   {"model": "yolo11s", "family": "YOLO11", "status": "failed", "seed": 0, "message": "m"}])
+                   ShowdownRow(model="yolo11s", family="YOLO11", status="failed", seed=0, message="m")])
     rows = [summary_row("aquarium", m) for m in a] + [summary_row("cars", m) for m in b]
     assert rows[0]["AP_per_hour"] == pytest.approx(30.0)  # 30 AP points in 1 h
     assert rows[1]["AP_per_hour"] == pytest.approx(40.0)  # 20 points in 0.5 h
@@ -249,8 +257,8 @@ def test_budget_rule():
     with pytest.raises(InputError, match="--budget"):
         epochs_for_budget(0, 0, [1.0], [1.0], 10)
     # two seeds each: twice the training and the after-work -> (3600 - 360 - 600) / 60
-    probes = [{"model": "a", "status": "ok", "train_s": 10.0, "after_s": 120.0},
-              {"model": "b", "status": "ok", "train_s": 20.0, "after_s": 180.0}]
+    probes = [ShowdownRow(model="a", family="YOLO-NAS", train_s=10.0, after_s=120.0),
+              ShowdownRow(model="b", family="YOLOv8", train_s=20.0, after_s=180.0)]
     assert budget_decision(60, 360, probes, 300, [2, 2])["epochs"] == 44
     # 90 min over 3 data sets: the first gets 30; after 40 min spent, the second gets (90 - 40) / 2 = 25
     assert budget_share(90, 0, 3) == 30 and budget_share(90, 40 * 60, 2) == 25
@@ -289,11 +297,11 @@ def test_a_failing_child_is_one_line_with_its_log(tmp_path):
 @needs_peer
 def test_the_child_names_a_model_ultralytics_cannot_build(tmp_path):
     """The real child on a name it cannot build: exit 3, the reason as the last log line (before any training)."""
-    script = REPO / "benchmarks" / "peers" / "ultralytics_showdown.py"
-    cmd = [str(PEER_PYTHON), str(script), "--model", "yolo26q", "--data", "none.yaml", "--out", str(tmp_path),
-           "--threads", "1"]
-    with pytest.raises(InputError, match=r"exit 3\): Ultralytics cannot build yolo26q.yaml"):
-        run_child(cmd, "yolo26q", tmp_path)
+    with peer_script() as script:
+        cmd = [str(PEER_PYTHON), str(script), "--model", "yolo26q", "--data", "none.yaml", "--out", str(tmp_path),
+               "--threads", "1"]
+        with pytest.raises(InputError, match=r"exit 3\): Ultralytics cannot build yolo26q.yaml"):
+            run_child(cmd, "yolo26q", tmp_path)
 
 
 @needs_peer
@@ -331,3 +339,68 @@ def test_peer_data_finds_the_labels_of_linked_images(tmp_path):
         images = sorted((data.parent / key / "images").iterdir())
         labels = sorted((data.parent / key / "labels").iterdir())
         assert len(images) == len(labels) > 0 and all(p.resolve().is_file() for p in labels)
+
+
+def test_the_child_script_ships_inside_the_package_and_src_never_reaches_into_benchmarks():
+    with peer_script() as script:
+        assert script.is_file() and (script.parent / "ultralytics_offline.py").is_file()
+        assert "benchmarks" not in script.parts
+    src = Path(__file__).resolve().parents[1] / "src" / "yolonas"
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "benchmarks" for n in names), path
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value != "benchmarks" and not node.value.startswith("benchmarks/"), path
+
+
+def _build_wheel(out: Path) -> Path:
+    """The package's wheel, built from a copy of the sources (the checkout gets no build/ or egg-info)."""
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
+    tree = out / "tree"
+    shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tree / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(out / "dist"), str(tree)], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build the wheel here: {built.stderr.strip().splitlines()[-1:]}")
+    return next((out / "dist").glob("yolonas-*.whl"))
+
+
+def test_showdown_runs_from_an_installed_wheel(tiny_data, tmp_path):
+    """The wheel installed into a fresh venv (its dependencies, not yolonas, seen through a .pth line to this
+    interpreter's site-packages): `yolonas showdown --help` works and a missing peer is one line, exit 2, from the
+    child script inside the installed package, run outside the source tree."""
+    wheel = _build_wheel(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True, capture_output=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    deps = sysconfig.get_paths()["purelib"]  # a plain path line: its own .pth files (an editable yolonas) stay off
+    (Path(site) / "_test_deps.pth").write_text(deps + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "YOLONAS_ULTRALYTICS_PYTHON")}
+    where = subprocess.run([str(python), "-c", "import yolonas.showdown.child as c\nwith c.peer_script() as s: "
+                            "print(s)"], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    assert Path(where.stdout.strip()).is_relative_to(venv) and Path(where.stdout.strip()).is_file()
+    yolonas = str(venv / "bin" / "yolonas")
+    help_ = subprocess.run([yolonas, "showdown", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert help_.returncode == 0 and "--skip-missing-peers" in help_.stdout, help_.stderr
+    missing = subprocess.run([yolonas, "showdown", "--data", str(tiny_data), "--models", "yolo_nas_tiny,yolov8n"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: yolov8n: Ultralytics is not installed") and INSTALL_HINT in missing.stderr
+
+
+def test_a_row_round_trips_through_its_json_file_unknown_keys_kept(tmp_path):
+    row = _row("yolo11s", "YOLO11", 0.3, latency_timed_with=["yolo11s"])
+    assert ShowdownRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+    old = {"model": "yolov8s", "family": "YOLOv8", "status": "ok", "seed": 1, "AP": 0.2, "legacy_key": 7}
+    _write(tmp_path, ShowdownRow.from_dict(old))
+    (back,) = load_rows(tmp_path)
+    assert back.AP == 0.2 and back.seed == 1 and back.extra == {"legacy_key": 7}
+    assert back.to_dict()["legacy_key"] == 7 and back.to_dict()["latency_fp32_ms"] is None

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from yolonas.arch.model import YoloNAS, build
     from yolonas.arch.spec import ArchSpec, yolo_nas_l, yolo_nas_m, yolo_nas_s
     from yolonas.errors import YolonasError
+    from yolonas.infer import Detections, NMSConfig, Predictor, TileConfig
     from yolonas.preprocess import Preprocessing
     from yolonas.weights import load
 
@@ -18,10 +19,13 @@ _HOMES = {
     "Preprocessing": "yolonas.preprocess", "YoloNAS": "yolonas.arch.model", "build": "yolonas.arch.model",
     "ArchSpec": "yolonas.arch.spec", "yolo_nas_s": "yolonas.arch.spec", "yolo_nas_m": "yolonas.arch.spec",
     "yolo_nas_l": "yolonas.arch.spec", "YolonasError": "yolonas.errors", "load": "yolonas.weights",
+    "Detections": "yolonas.infer", "NMSConfig": "yolonas.infer", "Predictor": "yolonas.infer",
+    "TileConfig": "yolonas.infer",
 }
 
 __all__ = [
-    "ArchSpec", "Preprocessing", "YoloNAS", "YolonasError", "build", "load", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l",
+    "ArchSpec", "Detections", "NMSConfig", "Predictor", "Preprocessing", "TileConfig", "YoloNAS", "YolonasError",
+    "build", "load", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l",
 ]
 __version__ = "0.1.0"
 

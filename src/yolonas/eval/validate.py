@@ -29,6 +29,22 @@ def _load_or_none(dataset, i: int):
         return None
 
 
+def _unnamed(names) -> bool:
+    """True for the placeholder names "0".."N-1" (a data.yaml with `nc` and no `names`)."""
+    return all(n == str(i) for i, n in enumerate(names))
+
+
+def _name_classes(dataset, model_names: list[str] | None) -> None:
+    """A data set whose classes are unnamed takes the model's names when the counts match, with one warning."""
+    if not model_names or not _unnamed(dataset.class_names) or _unnamed(model_names):
+        return
+    if len(model_names) == len(dataset.class_names):
+        shown = ", ".join(model_names[:5]) + (", ..." if len(model_names) > 5 else "")
+        log.warning("%s: the data set gives a class count but no names: using the model's %d (%s)",
+                    dataset.report.source, len(model_names), shown)
+        dataset.class_names = list(model_names)
+
+
 def predict_dataset(predictor: Predictor, dataset, batch_size: int = 8) -> list[dict]:
     """COCO results for every image of `dataset`: its own category ids, xywh in original pixels, `file_name`."""
     category_ids = list(dataset.category_ids)
@@ -70,6 +86,7 @@ def validate(
         predictor = Predictor(model_or_predictor, nms=nms, device=device, batch_size=batch_size, half=half,
                               tiles=tiles)
     names = predictor.class_names
+    _name_classes(dataset, names)
     if names is not None and len(names) != len(dataset.class_names):
         raise InputError(f"the model has {len(names)} classes but the data set {dataset.report.source} has "
                          f"{len(dataset.class_names)}; validate on data with the model's classes")

@@ -13,19 +13,21 @@ from pathlib import Path
 from yolonas.data import open_dataset
 from yolonas.errors import InputError
 from yolonas.showdown.budget import budget_decision
+from yolonas.showdown.child import check_peers, peer_missing, ultralytics_python
 from yolonas.showdown.config import ShowdownConfig, check_config, dataset_names, family, is_ours, nms_free
 from yolonas.showdown.latency import time_together
 from yolonas.showdown.ours import run_ours
-from yolonas.showdown.peer import peer_missing, peer_yaml, run_peer, ultralytics_python
+from yolonas.showdown.peer import peer_yaml, run_peer
 from yolonas.showdown.report import write_report
-from yolonas.showdown.rows import model_dir, row_path, save_row
+from yolonas.showdown.rows import ShowdownRow, model_dir, row_path, save_row
 from yolonas.showdown.summary import write_summary
 from yolonas.showdown.threads import resolve_threads
 
 logger = logging.getLogger(__name__)
 
 
-def _peer_row(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int, seed: int) -> dict:
+def _peer_fields(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int,
+                 seed: int) -> dict:
     """The fields of a peer's row: its results, or status failed / missing with a one-line message."""
     try:
         peer_yaml(cfg.data)  # a data set Ultralytics cannot read fails this row only, before any child starts
@@ -41,18 +43,18 @@ def _peer_row(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, datase
         return {"status": "failed", "message": str(e)}
 
 
-def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> dict:
+def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> ShowdownRow:
     """One model's full step (train, evaluate, export, INT8) with one seed into `folder`; its row, never raising for a
     missing or failing peer (the row then says why)."""
     seed = cfg.seed if seed is None else seed
     folder.mkdir(parents=True, exist_ok=True)
     threads = resolve_threads(cfg.threads)
-    base = {"model": model, "family": family(model), "seed": seed, "epochs": epochs, "settings": cfg.settings(),
-            "backend": cfg.backend, "threads": threads, "nms_free": nms_free(model), "command": cfg.command}
+    row = ShowdownRow(model=model, family=family(model), seed=seed, epochs=epochs, settings=cfg.settings(),
+                      backend=cfg.backend, threads=threads, nms_free=nms_free(model), command=cfg.command)
     dataset = open_dataset(cfg.data, cfg.split)
     if is_ours(model):
-        return {**base, "status": "ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed)}
-    return {**base, **_peer_row(model, cfg, epochs, folder, dataset, threads, seed)}
+        return dataclasses.replace(row, status="ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed))
+    return dataclasses.replace(row, **_peer_fields(model, cfg, epochs, folder, dataset, threads, seed))
 
 
 def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path, budget_minutes: float) -> int:
@@ -73,7 +75,7 @@ def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path,
     logger.info("showdown: %s: budget %.1f min -> %d epochs per run", run.name, budget_minutes, decision["epochs"])
     if decision["epochs"] == 1:
         for (model, seed), row in probes.items():
-            save_row({**row, "budget": decision}, row_path(run, model, seed))
+            save_row(dataclasses.replace(row, budget=decision), row_path(run, model, seed))
             todo.remove((model, seed))
     return decision["epochs"]
 
@@ -116,6 +118,9 @@ def run_showdown(cfg: ShowdownConfig) -> dict:
     """Run every model and seed of `cfg` not done yet on each data set of --data, each in
     runs/showdown/<name>/<data set>/ with its report, then write the summary over the data sets; its dict."""
     check_config(cfg)
+    missing = check_peers(cfg)  # before any training: a missing peer stops here unless skip_missing_peers
+    if missing is not None:
+        logger.warning("showdown: going on without Ultralytics' models (--skip-missing-peers): %s", missing)
     run = Path(cfg.project) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
     datasets = cfg.datasets()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,13 @@ DEFAULT_MODELS = ("yolo_nas_s", "yolov8s", "yolo11s", "yolo26s")
 # The AP difference under which two one-seed results are a tie: the spread of one-seed AP measured on aquarium
 # (1.3 points). With --seeds 2 or more, the spread measured over the seeds replaces it.
 DEFAULT_NOISE = 0.013
+
+
+def default_workers() -> int:
+    """Loader processes per training: up to 4, and no more than the CPUs this process may use (torch warns about
+    more: two warnings per training on a 2-CPU machine)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, cpus)
 
 
 def family(model: str) -> str:
@@ -78,12 +86,13 @@ class ShowdownConfig:
     seed: int = 0
     seeds: int = 1  # runs per model: seeds seed, seed + 1, ...
     tie_noise: float = DEFAULT_NOISE  # the one-seed tie threshold (AP, 0..1)
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     threads: int | None = None  # CPU training threads, both families, and the timing's (default: torch's)
     latency_runs: int = 20
     train_split: str = "train"
     split: str = "val"
     ultralytics_python: str | None = None
+    skip_missing_peers: bool = False  # run ours when Ultralytics is missing (its rows say so) instead of failing
     name: str = "exp"
     project: str = "runs/showdown"
     recipe: str = "scratch_small_data"

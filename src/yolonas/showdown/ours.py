@@ -82,14 +82,15 @@ def score_int8(onnx_fp32: Path, cfg: ShowdownConfig, dataset, out: Path, threads
 
 def run_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, seed: int) -> dict:
     """Train, evaluate (fp32 and INT8) and count one of our models on `threads` CPU threads (the Ultralytics child
-    gets the same number), torch's own count given back after; its row (time_together times it)."""
+    gets the same number), torch's own count given back after; its ShowdownRow fields (time_together
+    times it)."""
     with torch_threads(threads):
         record = train_ours(model, cfg, epochs, out, seed)
         t1 = time.perf_counter()
         device = eval_device(cfg)
-        row = score_fp32(Path(record["last"]), cfg, dataset, device, out)
+        fields = score_fp32(Path(record["last"]), cfg, dataset, device, out)
         if cfg.int8:
-            row.update(score_int8(Path(row["onnx_fp32"]), cfg, dataset, out, threads, seed))
-    row.update({"epochs": epochs, "train_s": record["train_s"], "after_s": time.perf_counter() - t1,
-                "device": device, "recipe": cfg.recipe, "train_threads": record.get("train_threads")})
-    return row
+            fields.update(score_int8(Path(fields["onnx_fp32"]), cfg, dataset, out, threads, seed))
+    fields.update({"epochs": epochs, "train_s": record["train_s"], "after_s": time.perf_counter() - t1,
+                   "device": device, "recipe": cfg.recipe, "train_threads": record.get("train_threads")})
+    return fields

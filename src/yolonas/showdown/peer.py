@@ -1,11 +1,10 @@
-"""The Ultralytics side: its interpreter and script, the data it trains on, the child process in its own venv, and
-the scoring of its predictions here by our COCO evaluator. This package never imports Ultralytics."""
+"""The Ultralytics side: the data it trains on, the child process in its own venv (child.py: which interpreter and
+script), and the scoring of its predictions here by our COCO evaluator. This package never imports Ultralytics."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -17,35 +16,12 @@ from yolonas.data.yolo import label_path, read_data_yaml
 from yolonas.errors import InputError
 from yolonas.eval.coco import coco_metrics
 from yolonas.quant.calibration import list_images, select_images
+from yolonas.showdown.child import peer_script
 from yolonas.showdown.config import ShowdownConfig, nms_free
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "bash benchmarks/peers/ultralytics_setup.sh"
 RESULT_MARKER = "SHOWDOWN_RESULT "  # the child's result line starts with this
-
-
-def ultralytics_python(explicit: str | None = None) -> Path:
-    """The interpreter of the Ultralytics venv: the flag, $YOLONAS_ULTRALYTICS_PYTHON, or .venv-ultralytics."""
-    return Path(explicit or os.environ.get("YOLONAS_ULTRALYTICS_PYTHON") or ".venv-ultralytics/bin/python")
-
-
-def peer_script() -> Path:
-    """benchmarks/peers/ultralytics_showdown.py of the source tree this package runs from."""
-    return Path(os.environ.get("YOLONAS_ULTRALYTICS_SCRIPT")
-                or Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "ultralytics_showdown.py")
-
-
-def peer_missing(python: Path) -> str | None:
-    """Why the Ultralytics peer cannot run (with how to install it), or None when it can."""
-    if not python.is_file():
-        return f"Ultralytics is not installed ({python} not found): run `{INSTALL_HINT}` or pass --ultralytics-python"
-    if not peer_script().is_file():
-        return f"{peer_script()} not found: run the showdown from a source checkout of yolonas"
-    probe = subprocess.run([str(python), "-c", "import ultralytics"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"{python} cannot import ultralytics: run `{INSTALL_HINT}`"
-    return None
 
 
 def _link_images(images: list, folder: Path) -> None:
@@ -111,11 +87,11 @@ def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], 
 
 
 def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threads: int, python: Path,
-                  seed: int) -> list[str]:
+                  seed: int, script: Path) -> list[str]:
     """The child's command line; writes its data copy (under the run folder, shared by the peers) and the INT8
     calibration data set (the same train images as ours for this seed)."""
     data_yaml = peer_data(cfg.data, (cfg.train_split, cfg.split), out.parents[1] / "ultralytics_data")
-    cmd = [str(python), str(peer_script()), "--model", model, "--data", str(data_yaml), "--epochs", str(epochs),
+    cmd = [str(python), str(script), "--model", model, "--data", str(data_yaml), "--epochs", str(epochs),
            "--imgsz", str(cfg.imgsz), "--batch", str(cfg.batch), "--seed", str(seed), "--device", cfg.device,
            "--workers", str(cfg.workers), "--out", str(out), "--threads", str(threads)]
     if nms_free(model):
@@ -166,7 +142,8 @@ def score_child(child: dict, dataset, out: Path) -> dict:
 def run_peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, threads: int, python: Path,
              seed: int) -> dict:
     """Run the Ultralytics child for one of its models, then score its predictions here (time_together times it)."""
-    child = run_child(child_command(model, cfg, epochs, out, threads, python, seed), model, out)
+    with peer_script() as script:
+        child = run_child(child_command(model, cfg, epochs, out, threads, python, seed, script), model, out)
     t1 = time.perf_counter()
     row = score_child(child, dataset, out)
     row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,

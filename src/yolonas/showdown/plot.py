@@ -10,31 +10,33 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from yolonas.nas.pareto import pareto_front
+from yolonas.showdown.rows import ShowdownRow
 
 COLORS = {"YOLO-NAS": "tab:blue", "YOLOv8": "tab:orange", "YOLO11": "tab:green", "YOLO26": "tab:red"}
-# (latency field, AP field, marker, filled): fp32 filled circles, INT8 hollow triangles
-POINTS = (("latency_fp32_ms", "AP", "o", True), ("latency_int8_ms", "AP_int8", "^", False))
+# (latency, AP, marker, filled) of a row: fp32 filled circles, INT8 hollow triangles
+POINTS = ((lambda r: (r.latency_fp32_ms, r.AP), "o", True), (lambda r: (r.latency_int8_ms, r.AP_int8), "^", False))
 
 
-def _family_points(ax: Axes, rows: list[dict], fam: str, color: str) -> list[tuple[float, float]]:
+def _family_points(ax: Axes, rows: list[ShowdownRow], fam: str, color: str) -> list[tuple[float, float]]:
     """Scatter and label one family's (latency, AP points) markers; the points drawn."""
     points = []
     for r in rows:
-        if r["status"] != "ok" or r["family"] != fam:
+        if not r.ok or r.family != fam:
             continue
-        for lat_key, ap_key, marker, filled in POINTS:
-            if r.get(lat_key) is None or r.get(ap_key) is None:
+        for point, marker, filled in POINTS:
+            latency, ap = point(r)
+            if latency is None or ap is None:
                 continue
-            x, y = r[lat_key], 100 * r[ap_key]
+            x, y = latency, 100 * ap
             points.append((x, y))
             ax.scatter([x], [y], s=60, marker=marker, facecolors=color if filled else "none", edgecolors=color,
                        linewidths=1.5, zorder=3)
-            ax.annotate(r["model"] + ("" if filled else " INT8"), (x, y), textcoords="offset points",
+            ax.annotate(r.model + ("" if filled else " INT8"), (x, y), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
     return points
 
 
-def frontier_figure(rows: list[dict], title: str = "") -> Figure:
+def frontier_figure(rows: list[ShowdownRow], title: str = "") -> Figure:
     """AP vs latency: fp32 filled circles, INT8 hollow triangles, a colour and a Pareto line per family."""
     fig = Figure(figsize=(7, 5))
     FigureCanvasAgg(fig)
@@ -45,7 +47,7 @@ def frontier_figure(rows: list[dict], title: str = "") -> Figure:
             ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1.2, label=f"{fam} Pareto")
     ax.scatter([], [], marker="o", facecolors="grey", edgecolors="grey", label="fp32 (ONNX Runtime)")
     ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey", label="INT8 (OpenVINO IR)")
-    threads = next((f"{r['threads']} threads" for r in rows if r["status"] == "ok"), "")
+    threads = next((f"{r.threads} threads" for r in rows if r.ok), "")
     ax.set_xlabel(f"latency, ms (bare forward, batch 1, {threads})")
     if title:
         ax.set_title(title)
@@ -56,7 +58,7 @@ def frontier_figure(rows: list[dict], title: str = "") -> Figure:
     return fig
 
 
-def plot_frontier(rows: list[dict], path: Path, title: str = "") -> Path:
+def plot_frontier(rows: list[ShowdownRow], path: Path, title: str = "") -> Path:
     """The frontier plot of `rows` as a PNG at `path`."""
     frontier_figure(rows, title).savefig(path, dpi=120)
     return path

@@ -10,7 +10,7 @@ from yolonas.errors import InputError
 from yolonas.showdown.compare import TIE_RULE, aggregate, head_to_head, standing
 from yolonas.showdown.config import DEFAULT_NOISE, FAMILIES, NMS_FREE, TEST_MODELS
 from yolonas.showdown.plot import plot_frontier
-from yolonas.showdown.rows import load_rows
+from yolonas.showdown.rows import ShowdownRow, load_rows
 
 REPORT_FILES = ("showdown.md", "showdown.json", "frontier.png")
 NMS_FREE_NOTE = "NMS-free: end-to-end head, no NMS"
@@ -36,84 +36,84 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
-def _note(r: dict) -> str:
+def _note(r: ShowdownRow) -> str:
     notes = []
-    if r["family"] in NMS_FREE:
+    if r.family in NMS_FREE:
         notes.append(NMS_FREE_NOTE)
-    if r["model"] in TEST_MODELS:
+    if r.model in TEST_MODELS:
         notes.append("test-size model")
-    if r.get("seeds_failed") and r["status"] == "ok":
-        notes.append(f"seed(s) {', '.join(map(str, r['seeds_failed']))} failed")
+    if r.seeds_failed and r.ok:
+        notes.append(f"seed(s) {', '.join(map(str, r.seeds_failed))} failed")
     return "; ".join(notes)
 
 
-def _table_line(r: dict, cell: str) -> str:
-    if r["status"] != "ok":
-        return f"| {r['model']} | {r['family']} |" + " - |" * 15 + f" {r['status']}: {r['message']} |"
-    drop = None if r.get("AP_int8") is None else (r["AP"] - r["AP_int8"])
-    return (f"| {r['model']} | {r['family']} | {len(r['seeds'])} | {r['epochs']} | {_fmt(r['AP'], '.1f', 100)} | "
-            f"{_fmt(r.get('AP_spread'), '.1f', 100)} | {_fmt(r['AP50'], '.1f', 100)} | "
-            f"{_fmt(r.get('APs'), '.1f', 100)} | {_fmt(r.get('APm'), '.1f', 100)} | {_fmt(r.get('APl'), '.1f', 100)} | "
-            f"{_fmt(r['params'], '.2f', 1e-6)} | {_fmt(r['gflops'], '.2f')} | "
-            f"{_fmt(r.get('latency_fp32_ms'), '.1f')} | {_fmt(r.get('latency_int8_ms'), '.1f')} | "
-            f"{_fmt(r.get('AP_int8'), '.1f', 100)} | {_fmt(drop, '+.2f', -100)} | {cell} | {_note(r)} |")
+def _table_line(r: ShowdownRow, cell: str) -> str:
+    if not r.ok:
+        return f"| {r.model} | {r.family} |" + " - |" * 15 + f" {r.status}: {r.message} |"
+    drop = None if r.AP_int8 is None else (r.AP - r.AP_int8)
+    return (f"| {r.model} | {r.family} | {len(r.seeds or [])} | {r.epochs} | {_fmt(r.AP, '.1f', 100)} | "
+            f"{_fmt(r.AP_spread, '.1f', 100)} | {_fmt(r.AP50, '.1f', 100)} | "
+            f"{_fmt(r.APs, '.1f', 100)} | {_fmt(r.APm, '.1f', 100)} | {_fmt(r.APl, '.1f', 100)} | "
+            f"{_fmt(r.params, '.2f', 1e-6)} | {_fmt(r.gflops, '.2f')} | "
+            f"{_fmt(r.latency_fp32_ms, '.1f')} | {_fmt(r.latency_int8_ms, '.1f')} | "
+            f"{_fmt(r.AP_int8, '.1f', 100)} | {_fmt(drop, '+.2f', -100)} | {cell} | {_note(r)} |")
 
 
-def markdown_table(models: list[dict], noise: float = DEFAULT_NOISE) -> str:
+def markdown_table(models: list[ShowdownRow], noise: float = DEFAULT_NOISE) -> str:
     """The table of model rows (from `aggregate`): accuracy in AP points (mean over seeds, and its spread), size,
     compute, latency fp32 (ONNX Runtime) and INT8 (OpenVINO), INT8 accuracy, the standing against the best."""
     cells = standing(models, noise)
     head = ("| model | family | seeds | epochs | mAP | ± (seeds) | mAP50 | AP small | AP medium | AP large | "
             "params (M) | GFLOPs | fp32 ms (ORT) | INT8 ms (OpenVINO) | INT8 mAP | INT8 - fp32 (pts) | vs best (pts) | "
             "note |\n" + "|---" * 18 + "|\n")
-    return head + "\n".join(_table_line(r, cells.get(r["model"], "-")) for r in models) + "\n"
+    return head + "\n".join(_table_line(r, cells.get(r.model, "-")) for r in models) + "\n"
 
 
-def _settings_warning(rows: list[dict]) -> list[str]:
-    mixed = sorted({r["model"] for r in rows if r["settings"] != rows[0]["settings"]})
+def _settings_warning(rows: list[ShowdownRow]) -> list[str]:
+    mixed = sorted({r.model for r in rows if r.settings != rows[0].settings})
     if not mixed:
         return []
-    return [f"WARNING: {', '.join(mixed)} ran with other settings than {rows[0]['model']}: compare with care."]
+    return [f"WARNING: {', '.join(mixed)} ran with other settings than {rows[0].model}: compare with care."]
 
 
-def _network_note(rows: list[dict]) -> list[str]:
-    attempts = [a for r in rows for a in r.get("network_attempts") or []]
+def _network_note(rows: list[ShowdownRow]) -> list[str]:
+    attempts = [a for r in rows for a in r.network_attempts or []]
     if not attempts:
         return []
     return [f"The Ultralytics child tried to reach the network {len(attempts)} time(s), refused by its audit hook "
             f"(it ran offline): {'; '.join(sorted(set(attempts)))}."]
 
 
-def _timing_warning(rows: list[dict]) -> list[str]:
-    ok = [r for r in rows if r["status"] == "ok"]
-    if len({tuple(r.get("latency_timed_with") or ()) for r in ok}) <= 1:
+def _timing_warning(rows: list[ShowdownRow]) -> list[str]:
+    ok = [r for r in rows if r.ok]
+    if len({tuple(r.latency_timed_with or ()) for r in ok}) <= 1:
         return []
-    apart = "; ".join(f"{r['model']}: with {', '.join(r.get('latency_timed_with') or ['itself'])}" for r in ok)
+    apart = "; ".join(f"{r.model}: with {', '.join(r.latency_timed_with or ['itself'])}" for r in ok)
     return [f"WARNING: the latencies were not all timed together ({apart}): compare them with care."]
 
 
-def _epochs_warning(rows: list[dict]) -> list[str]:
-    epochs = sorted({r["epochs"] for r in rows if r["status"] == "ok"})
+def _epochs_warning(rows: list[ShowdownRow]) -> list[str]:
+    epochs = sorted({r.epochs for r in rows if r.ok})
     return [f"WARNING: the runs trained for different epochs ({epochs})."] if len(epochs) > 1 else []
 
 
-def _cpu_notes(models: list[dict], rows: list[dict]) -> list[str]:
-    cpu = [r for r in models if r["status"] == "ok" and r.get("device") == "cpu"]
+def _cpu_notes(models: list[ShowdownRow], rows: list[ShowdownRow]) -> list[str]:
+    cpu = [r for r in models if r.ok and r.device == "cpu"]
     if not cpu:
         return []
     notes = ["CPU training (mean over seeds): " + ", ".join(
-        f"{r['model']} {r['train_s'] / 60:.1f} min on {r.get('train_threads') or '?'} thread(s)" for r in cpu) + "."]
-    if len({r.get("train_threads") for r in rows if r["status"] == "ok" and r.get("device") == "cpu"}) > 1:
+        f"{r.model} {r.train_s / 60:.1f} min on {r.train_threads or '?'} thread(s)" for r in cpu) + "."]
+    if len({r.train_threads for r in rows if r.ok and r.device == "cpu"}) > 1:
         notes.append("WARNING: the runs trained on different numbers of CPU threads: compare training times with care.")
     return notes
 
 
-def _recipe_notes(models: list[dict]) -> list[str]:
-    recipes = {r["family"]: r["int8_recipe"] for r in models if r["status"] == "ok" and r.get("int8_recipe")}
+def _recipe_notes(models: list[ShowdownRow]) -> list[str]:
+    recipes = {r.family: r.int8_recipe for r in models if r.ok and r.int8_recipe}
     return [f"INT8 recipe, {fam}: {text}." for fam, text in recipes.items()]
 
 
-def report_notes(rows: list[dict], models: list[dict], noise: float = DEFAULT_NOISE) -> list[str]:
+def report_notes(rows: list[ShowdownRow], models: list[ShowdownRow], noise: float = DEFAULT_NOISE) -> list[str]:
     """The notes under the table: how every model was scored and timed, the INT8 recipes, the tie rule, then what
     makes rows hard to compare (other settings, latencies timed apart, other epochs), network attempts, CPU training."""
     return [*METHOD_NOTES, *_recipe_notes(models), TIE_RULE.format(noise=100 * noise) + ".",
@@ -121,23 +121,25 @@ def report_notes(rows: list[dict], models: list[dict], noise: float = DEFAULT_NO
             *_cpu_notes(models, rows)]
 
 
-def _header(run: Path, rows: list[dict]) -> str:
+def joined(rows: list[ShowdownRow], values) -> str:
+    """The distinct values (a function of a row) of the ok rows, sorted and comma-separated; '-' when none."""
+    return ", ".join(map(str, sorted({v for r in rows if r.ok and (v := values(r)) is not None}))) or "-"
+
+
+def _header(run: Path, rows: list[ShowdownRow]) -> str:
     """The title and the settings line: data, splits, size, batch, seeds, epochs run, device, threads, CPU."""
-    s, ok = rows[0]["settings"], [r for r in rows if r["status"] == "ok"]
-
-    def joined(key: str) -> str:
-        return ", ".join(map(str, sorted({r.get(key) for r in ok if r.get(key) is not None}))) or "-"
-
-    families = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
+    s = rows[0].settings
+    families = [f for f in FAMILIES if any(r.family == f for r in rows)]
     return (f"# Showdown on {run.name}: {' vs '.join(families)}\n\n"
             f"data `{s['data']}` (train split `{s['train_split']}`, evaluated on `{s['split']}`), {s['imgsz']} px, "
-            f"batch {s['batch']}, seeds {joined('seed')}, epochs run {joined('epochs')}, device {joined('device')}, "
-            f"training threads {joined('train_threads')}, timing threads {joined('threads')}, "
-            f"CPU {joined('latency_machine')}\n\n")
+            f"batch {s['batch']}, seeds {joined(rows, lambda r: r.seed)}, epochs run "
+            f"{joined(rows, lambda r: r.epochs)}, device {joined(rows, lambda r: r.device)}, training threads "
+            f"{joined(rows, lambda r: r.train_threads)}, timing threads {joined(rows, lambda r: r.threads)}, CPU "
+            f"{joined(rows, lambda r: r.latency_machine)}\n\n")
 
 
-def markdown_report(rows: list[dict], models: list[dict], verdicts: list[dict], notes: list[str], run: Path,
-                    command: str = "", noise: float = DEFAULT_NOISE) -> str:
+def markdown_report(rows: list[ShowdownRow], models: list[ShowdownRow], verdicts: list[dict], notes: list[str],
+                    run: Path, command: str = "", noise: float = DEFAULT_NOISE) -> str:
     """showdown.md: the settings line, the table, the head-to-head verdicts, the notes and the command."""
     md = _header(run, rows) + markdown_table(models, noise) + "\n"
     if verdicts:
@@ -156,7 +158,8 @@ def write_report(run: Path, command: str = "", noise: float = DEFAULT_NOISE) -> 
     notes = report_notes(rows, models, noise)
     (run / "showdown.md").write_text(markdown_report(rows, models, verdicts, notes, run, command, noise))
     plot_frontier(models, run / "frontier.png", run.name)
-    result = {"run_dir": str(run), "data_name": run.name, "settings": rows[0]["settings"], "notes": notes,
-              "command": command, "tie_noise": noise, "models": models, "head_to_head": verdicts, "rows": rows}
+    result = {"run_dir": str(run), "data_name": run.name, "settings": rows[0].settings, "notes": notes,
+              "command": command, "tie_noise": noise, "models": [m.to_dict() for m in models],
+              "head_to_head": verdicts, "rows": [r.to_dict() for r in rows]}
     (run / "showdown.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -8,22 +8,22 @@ import statistics
 from pathlib import Path
 
 from yolonas.showdown.config import NMS_FREE, ShowdownConfig
-from yolonas.showdown.report import NMS_FREE_NOTE
+from yolonas.showdown.report import NMS_FREE_NOTE, joined
+from yolonas.showdown.rows import ShowdownRow
 
 SUMMARY_FILES = ("summary.md", "summary.json")
 FIELDS = ("AP", "AP50", "APs", "train_h", "AP_per_hour")
 
 
-def summary_row(data: str, m: dict) -> dict:
+def summary_row(data: str, m: ShowdownRow) -> dict:
     """One model on one data set: its mean AP, AP50, AP small, training hours and AP points per training hour."""
-    if m["status"] != "ok":
-        return {"data": data, "model": m["model"], "family": m["family"], "status": m["status"],
-                "message": m.get("message", "")}
-    hours = m["train_s"] / 3600 if m.get("train_s") else None
-    per_hour = 100 * m["AP"] / hours if hours else None
-    return {"data": data, "model": m["model"], "family": m["family"], "status": "ok", "seeds": len(m["seeds"]),
-            "epochs": m["epochs"], "AP": m["AP"], "AP_spread": m.get("AP_spread"), "AP50": m["AP50"],
-            "APs": m.get("APs"), "train_h": hours, "AP_per_hour": per_hour, "AP_int8": m.get("AP_int8")}
+    if not m.ok:
+        return {"data": data, "model": m.model, "family": m.family, "status": m.status, "message": m.message}
+    hours = m.train_s / 3600 if m.train_s else None
+    per_hour = 100 * m.AP / hours if hours else None
+    return {"data": data, "model": m.model, "family": m.family, "status": "ok", "seeds": len(m.seeds or []),
+            "epochs": m.epochs, "AP": m.AP, "AP_spread": m.AP_spread, "AP50": m.AP50, "APs": m.APs,
+            "train_h": hours, "AP_per_hour": per_hour, "AP_int8": m.AP_int8}
 
 
 def mean_rows(rows: list[dict]) -> list[dict]:
@@ -67,19 +67,13 @@ def _mean_table(means: list[dict], n: int) -> str:
 
 def _settings_line(results: dict[str, dict], cfg: ShowdownConfig, shares: dict[str, float]) -> str:
     """Threads, device, seeds, epochs actually run per data set, CPU, and how the budget was split."""
-    ok = [r for res in results.values() for r in res["rows"] if r["status"] == "ok"]
-
-    def joined(key: str) -> str:
-        return ", ".join(map(str, sorted({r.get(key) for r in ok if r.get(key) is not None}))) or "-"
-
-    def run_epochs(res: dict) -> str:
-        return ", ".join(map(str, sorted({r["epochs"] for r in res["rows"] if r["status"] == "ok"}))) or "-"
-
-    epochs = "; ".join(f"{name} {run_epochs(res)}" for name, res in results.items())
-    line = (f"{len(results)} data set(s), {cfg.imgsz} px, batch {cfg.batch}, seeds {joined('seed')}, epochs run: "
-            f"{epochs}; "
-            f"device {joined('device')}, training threads {joined('train_threads')}, "
-            f"timing threads {joined('threads')}, CPU {joined('latency_machine')}.")
+    rows = {name: [ShowdownRow.from_dict(r) for r in res["rows"]] for name, res in results.items()}
+    every = [r for runs in rows.values() for r in runs]
+    epochs = "; ".join(f"{name} {joined(runs, lambda r: r.epochs)}" for name, runs in rows.items())
+    line = (f"{len(results)} data set(s), {cfg.imgsz} px, batch {cfg.batch}, seeds {joined(every, lambda r: r.seed)}, "
+            f"epochs run: {epochs}; device {joined(every, lambda r: r.device)}, training threads "
+            f"{joined(every, lambda r: r.train_threads)}, timing threads {joined(every, lambda r: r.threads)}, CPU "
+            f"{joined(every, lambda r: r.latency_machine)}.")
     if cfg.budget_minutes is not None:
         split = ", ".join(f"{name} {share:.1f} min" for name, share in shares.items())
         line += (f" Budget {cfg.budget_minutes:g} min for the whole call, split over the data sets in turn (each gets "
@@ -89,7 +83,7 @@ def _settings_line(results: dict[str, dict], cfg: ShowdownConfig, shares: dict[s
 
 def write_summary(run: Path, results: dict[str, dict], cfg: ShowdownConfig, shares: dict[str, float]) -> dict:
     """summary.md and summary.json in `run` from each data set's report dict (by data set name); the summary dict."""
-    rows = [summary_row(name, m) for name, res in results.items() for m in res["models"]]
+    rows = [summary_row(name, ShowdownRow.from_dict(m)) for name, res in results.items() for m in res["models"]]
     means = mean_rows(rows)
     failed = [f"{r['model']} on {r['data']}: {r['message']}" for r in rows if r["status"] == "failed"]
     md = (f"# Showdown summary: {cfg.name}\n\n" + _settings_line(results, cfg, shares) + "\n"

@@ -1,8 +1,9 @@
 """One Ultralytics model (YOLOv8, YOLO11, YOLO26) for `yolonas showdown`: train from its yaml (no download),
 predict the eval split, export ONNX, export its own OpenVINO INT8 and predict again.
 
-Run inside .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh) by yolonas.showdown, which scores the
-predictions with its own COCO evaluator and times the exported files itself. Steps, into --out:
+Run inside the Ultralytics venv (benchmarks/peers/ultralytics_setup.sh) by yolonas.showdown, which ships this file
+and its helper ultralytics_offline.py as package data, never imports them, scores the predictions with its own COCO
+evaluator and times the exported files itself. Steps, into --out:
   1. build `YOLO("<model>.yaml")` (a name it cannot build fails here, in one line, exit 3); train it from scratch
      on --data with the given epochs/imgsz/batch/seed, Ultralytics' default hyper-parameters, no validation during
      training (the last weights are scored, like ours); a cut-off run resumes from its last.pt;
@@ -17,7 +18,8 @@ predictions with its own COCO evaluator and times the exported files itself. Ste
      -> model_int8_openvino_model/, then step 2 again on it -> pred_int8.json.
 Prints one line `SHOWDOWN_RESULT {json}` on stdout; everything else goes to stderr.
 
-    .venv-ultralytics/bin/python benchmarks/peers/ultralytics_showdown.py --model yolo11s --data D --out DIR
+    .venv-ultralytics/bin/python src/yolonas/showdown/peer_child/ultralytics_showdown.py --model yolo11s --data D \
+        --out DIR
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from _offline import NETWORK_ATTEMPTS, go_offline, settings
+from ultralytics_offline import NETWORK_ATTEMPTS, go_offline, settings
 
 
 def _settings() -> None:
@@ -153,7 +155,8 @@ def build_check(model: str) -> None:
         raise SystemExit(3) from None
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The parent's flags (yolonas.showdown.peer.child_command)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="yolov8s, yolo11s, yolo26s, ...: trains from <model>.yaml")
     ap.add_argument("--data", required=True, help="a data.yaml with absolute paths (train, val)")
@@ -169,7 +172,11 @@ def main() -> None:
                     "skipped without it")
     ap.add_argument("--calib-images", type=int, default=0, help="how many calibration images (for the report)")
     ap.add_argument("--nms-free", action="store_true", help="score and export the end-to-end head (YOLO26)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     go_offline()
     # Ultralytics sets OMP_NUM_THREADS=1 on import and, on CPU, torch threads to cpu_count - 1 (1 on 2 cores),
     # which silently halved its CPU training against ours; --threads holds for both families.

@@ -1,0 +1,5 @@
+"""`python -m yolonas.cli`: the `yolonas` command."""
+
+from yolonas.cli import main
+
+main()
