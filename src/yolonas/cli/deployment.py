@@ -190,9 +190,9 @@ def _batch_list(text: str) -> bool:
 def bench(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, openvino, tensorrt.",
-                                         callback=_choice("auto", "torch", "onnxruntime", "openvino", "tensorrt"))
-                       ] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="auto, fastest, torch, onnxruntime, openvino, tensorrt.",
+                                         callback=_choice("auto", "fastest", "torch", "onnxruntime", "openvino",
+                                                          "tensorrt"))] = "auto",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, each at least 1, comma-separated: 1,8,32.",
                                        callback=_rule(_batch_list, "give batch sizes of at least 1, comma-separated "
                                                       "(1,8,32)"))] = "1",
@@ -221,7 +221,7 @@ def bench(
     import torch  # noqa: PLC0415
 
     from yolonas.deploy.benchmark import benchmark, markdown_table  # noqa: PLC0415
-    from yolonas.deploy.open import open_model  # noqa: PLC0415
+    from yolonas.deploy.open import open_predictor  # noqa: PLC0415
 
     weights, device = _model_arg(model, weights), _device(device)
     if threads is not None:
@@ -230,12 +230,12 @@ def bench(
         _bench_all(weights, source, data, imgsz, threads, device, blocks, max(1, runs // blocks), output, name,
                    json_out)
         return
-    opened = open_model(weights, imgsz=imgsz, device=device, runtime=backend, threads=threads, half=half,
-                        compile=compile, cuda_graphs=cuda_graphs)
-    pre, label = opened.preprocessing, opened.label
+    predictor = open_predictor(weights, imgsz=imgsz, device=device, runtime=backend, threads=threads, half=half,
+                               compile=compile, cuda_graphs=cuda_graphs)
+    pre, used = predictor.preprocessing, predictor.backend
+    label = f"{used.runtime} {used.precision}" + " compiled" * compile + " cuda-graphs" * cuda_graphs
     images, what = _bench_images(source)
-    results = [benchmark(opened.backend, images, pre, int(b), runs, warmup, device=device, name=label)
-               for b in batch.split(",")]
+    results = [benchmark(predictor, images, int(b), runs, warmup, name=label) for b in batch.split(",")]
     table = markdown_table(results)
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
               f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")

@@ -76,15 +76,14 @@ def _tiles(tile: int, overlap: float | None, whole: bool, merge: str):
     return TileConfig(tile, 0.2 if overlap is None else overlap, whole_image=whole, merge=merge)
 
 
-def _open(model: str | None, weights: str | None, imgsz: int | None, device: str, half: bool = False):
-    """predict and val: the opened model (a checkpoint, name or exported file), warning when it has random weights."""
-    from yolonas.deploy.open import open_model  # noqa: PLC0415
+def _open(model: str | None, weights: str | None, *, imgsz: int | None, device: str, half: bool, nms, tiles,
+          batch: int):
+    """predict and val: the Predictor of the model (a checkpoint, name or exported file) via `open_predictor`,
+    which warns when the model has random weights."""
+    from yolonas.deploy.open import open_predictor  # noqa: PLC0415
 
-    opened = open_model(_model_arg(model, weights), imgsz=imgsz, device=device, half=half)
-    if opened.random_weights:
-        _say(f"warning: {opened.source} has random weights (no checkpoint given), so its detections are noise; "
-             "pass a trained checkpoint: --weights runs/train/<name>/weights/best.pt")
-    return opened
+    return open_predictor(_model_arg(model, weights), imgsz=imgsz, device=device, half=half, nms=nms, tiles=tiles,
+                          batch=batch)
 
 
 def predict(
@@ -108,15 +107,14 @@ def predict(
 ) -> None:
     """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json. Unreadable
     inputs are skipped, each named, and counted at the end; when none could be read, it fails (exit 2)."""
-    from yolonas.infer import ImageSource, NMSConfig, Predictor  # noqa: PLC0415
+    from yolonas.infer import ImageSource, NMSConfig  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
-    device = _device(device)
-    opened = _open(model, weights, imgsz, device, half)
-    inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
-    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
+    predictor = _open(model, weights, imgsz=imgsz, device=_device(device), half=half, nms=nms, tiles=tiles,
+                      batch=batch)
+    inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     _say(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}")
     out = run_dir("predict", name)
     n_images = n_boxes = 0
@@ -170,15 +168,14 @@ def val(
 
     from yolonas.data import open_dataset  # noqa: PLC0415
     from yolonas.eval.validate import validate  # noqa: PLC0415
-    from yolonas.infer import NMSConfig, Predictor  # noqa: PLC0415
+    from yolonas.infer import NMSConfig  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
-    device = _device(device)
-    opened = _open(model, weights, imgsz, device, half)
+    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
+    predictor = _open(model, weights, imgsz=imgsz, device=_device(device), half=half, nms=nms, tiles=tiles,
+                      batch=batch)
     dataset = open_dataset(data, split, images)
     out = run_dir("val", name) if plots else None
-    nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-    predictor = Predictor(opened.backend, nms=nms, device=device, batch_size=batch, half=half, tiles=tiles)
     _say(f"val: {len(dataset)} images, {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}")
     metrics = validate(predictor, dataset, batch_size=batch, save_predictions=save_predictions, plots_dir=out)
     if json_out != "-":
