@@ -15,3 +15,7 @@ class CheckpointError(YolonasError):
 
 class InputError(YolonasError):
     """An argument or input (image, path, shape, option) is not usable."""
+
+
+class ImageError(DataError, InputError):
+    """An image file cannot be read or decoded: a fault of a data set's files and of a command's input alike."""

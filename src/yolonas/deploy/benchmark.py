@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yolonas.data.images import read_image
 from yolonas.deploy.timing import cpu_info, cycling, time_blocks
 from yolonas.infer.letterbox import batch_boxes_to_original, letterbox_batch
 from yolonas.infer.postprocess import PREDICT_NMS, NMSConfig, postprocess
-from yolonas.infer.sources import read_image
 from yolonas.preprocess import Preprocessing
 
 STAGES = ("decode", "pre", "forward", "post")

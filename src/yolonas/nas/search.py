@@ -85,7 +85,7 @@ def _check(cfg: SearchConfig) -> None:
 
 def _proxy_images(dataset, size: int, n: int = 2) -> torch.Tensor:
     """The first `n` training images letterboxed to `size`: MeCo's one forward pass sees real data."""
-    from yolonas.data import read_image  # noqa: PLC0415
+    from yolonas.data.images import read_image  # noqa: PLC0415
     from yolonas.infer.letterbox import letterbox_batch  # noqa: PLC0415
 
     images = [read_image(dataset.root / f) for f in dataset.files[:n]]

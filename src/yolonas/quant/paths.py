@@ -93,13 +93,13 @@ def _items(source: str | Path | None, data: str | Path | None, limit: int = 16) 
     """The images to time on: files of `source`, else of `data`'s val split, else random arrays (said so)."""
     import numpy as np  # noqa: PLC0415
 
-    from yolonas.quant.calibration import list_images  # noqa: PLC0415
+    from yolonas.data.splits import source_images  # noqa: PLC0415
 
     if source is not None:
-        files = [Path(source)] if Path(source).is_file() else list_images(source, "val")
+        files = [Path(source)] if Path(source).is_file() else source_images(source, "val")
         return files[:limit], str(source)
     if data is not None:
-        return list_images(data, "val")[:limit], f"{data} (val split)"
+        return source_images(data, "val")[:limit], f"{data} (val split)"
     rng = np.random.default_rng(0)
     return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)], "random 640x480 images"
 

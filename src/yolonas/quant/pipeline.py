@@ -13,11 +13,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from yolonas.data.images import select_images
+from yolonas.data.splits import source_images
 from yolonas.deploy.backends import OpenVINOBackend
 from yolonas.deploy.open import is_exported, load_model
 from yolonas.deploy.timing import warn_if_slow_int8
 from yolonas.errors import InputError
-from yolonas.quant.calibration import DEFAULT_PERCENTILE, calibrate, list_images, read_model_info, select_images
+from yolonas.quant.calibration import DEFAULT_PERCENTILE, calibrate, read_model_info
 from yolonas.quant.openvino import QUANTIZERS, output_arrays, qdq_to_openvino, quantize_nncf
 from yolonas.quant.ptq import DEFAULT_ACTIVATIONS, prepare, resolve_layers, write_qdq
 from yolonas.quant.selective import select
@@ -128,7 +130,7 @@ def quantize(model, data: str | Path, out_dir: str | Path, *, output: str | Path
                                    percentile=percentile, float_layers=float_layers)
         model = fine_tuned["weights"]
     model = _source(model, imgsz)
-    files = list_images(data, split)
+    files = source_images(data, split)
     warn_if_slow_int8()
     out_dir.mkdir(parents=True, exist_ok=True)
     float_onnx = _float_export(model, out_dir)

@@ -19,6 +19,7 @@ frontier figure), summary (over the data sets).
 
 from __future__ import annotations
 
+from yolonas.deploy.timing import torch_threads
 from yolonas.showdown.budget import epochs_for_budget
 from yolonas.showdown.campaign import run_model, run_showdown
 from yolonas.showdown.compare import aggregate, head_to_head, standing, verdict
@@ -40,7 +41,6 @@ from yolonas.showdown.plot import frontier_figure, plot_frontier
 from yolonas.showdown.report import REPORT_FILES, markdown_table, write_report
 from yolonas.showdown.rows import load_rows
 from yolonas.showdown.summary import SUMMARY_FILES, mean_rows, write_summary
-from yolonas.showdown.threads import torch_threads
 
 __all__ = [
     "DEFAULT_MODELS", "DEFAULT_NOISE", "FAMILIES", "INSTALL_HINT", "NMS_FREE", "OURS", "PEERS", "REPORT_FILES",

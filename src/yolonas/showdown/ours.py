@@ -12,12 +12,12 @@ import torch
 from yolonas.arch.summary import summarize
 from yolonas.deploy.backends import load_backend
 from yolonas.deploy.export import export_onnx
+from yolonas.deploy.timing import torch_threads
 from yolonas.eval.validate import validate
 from yolonas.infer import Predictor
 from yolonas.infer.postprocess import VAL_NMS
 from yolonas.quant.pipeline import quantize
 from yolonas.showdown.config import ShowdownConfig
-from yolonas.showdown.threads import torch_threads
 from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
