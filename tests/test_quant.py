@@ -227,6 +227,9 @@ def test_cli_quantize_then_val(coco128, tmp_path, monkeypatch):
     q = tmp_path / out["output"]
     assert q.is_file() and (tmp_path / "runs" / "quantize" / "q" / "result.json").is_file()
     assert len(out["calibration"]["images"]) == 4 and out["output_error"]["total"] >= 0
+    assert list(out) == ["mode", "format", "quantizer", "output", "float_onnx", "activations", "calibration",
+                         "run_dir", "output_error"]  # the keys `--json` users read (no QAT or selective parts)
+    assert json.loads((tmp_path / "runs" / "quantize" / "q" / "result.json").read_text()) == out
     meta = {p.key: p.value for p in onnx.load(str(q)).metadata_props}
     assert META_CLASS_NAMES in meta and META_PREPROCESSING in meta
     assert json.loads(meta[META_QUANTIZATION])["float_layers"] == [STEM]

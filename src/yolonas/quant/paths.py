@@ -9,6 +9,7 @@ a path it cannot run is listed with the reason.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from yolonas.deploy.export import export_onnx
 from yolonas.deploy.timing import bf16_supported, cpu_info
 from yolonas.errors import InputError
 from yolonas.infer.predictor import TorchBackend
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,12 @@ def _openvino_installed() -> bool:
 
 def _int8_files(model, work: Path, calib: str | Path, calib_images: int, seed: int, threads: int) -> dict[str, Path]:
     """The INT8 files: QDQ .onnx for ONNX Runtime and, where OpenVINO imports, NNCF's IR; calibrated on `calib`."""
-    files = {"onnxruntime int8": quantize(model, calib, work / "int8_onnx", fmt="onnx", calib_images=calib_images,
-                                          val_images=0, seed=seed, threads=threads)["output"]}
+    cfg = QuantConfig(calib, work / "int8_onnx", fmt="onnx", calib_images=calib_images, val_images=0, seed=seed,
+                      threads=threads)
+    files = {"onnxruntime int8": quantize(model, cfg).output}
     if _openvino_installed():
-        files["openvino int8"] = quantize(model, calib, work / "int8_openvino", fmt="openvino",
-                                          calib_images=calib_images, val_images=0, seed=seed, threads=threads)["output"]
+        cfg = dataclasses.replace(cfg, out_dir=work / "int8_openvino", fmt="openvino")
+        files["openvino int8"] = quantize(model, cfg).output
     return {k: Path(v) for k, v in files.items()}
 
 
