@@ -744,13 +744,13 @@ def search(
                        progress=json_out != "-")
     result = run_search(cfg)  # why a front is empty, the library says as a warning
     cap = ""
-    if result.get("latency_cap_ms") is not None:
-        ratio = result.get("latency_cap_ratio")
-        of = f", x{ratio:g} of {result['latency_reference']}" if ratio else ""
-        cap = f" (latency cap {result['latency_cap_ms']:.2f} ms{of})"
-    print(f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {cfg.out}/front.md, "
+    if result.latency_cap_ms is not None:
+        ratio = result.latency_cap_ratio
+        of = f", x{ratio:g} of {result.latency_reference}" if ratio else ""
+        cap = f" (latency cap {result.latency_cap_ms:.2f} ms{of})"
+    print(f"search: {result.trials} trials, {len(result.front)} on the front{cap} -> {cfg.out}/front.md, "
           "front.png, specs/", file=sys.stderr)
-    _emit_json(result, json_out)
+    _emit_json(result.to_dict(), json_out)
 
 
 def _remove_empty_run_folders() -> None:
