@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import fit_first_coco_images
 from yolonas.cli import app
 from yolonas.data.yolo import load_data_yaml
 from yolonas.deploy.backends import OpenVINOBackend, load_backend
@@ -34,12 +33,12 @@ STEM = "backbone.stem.conv.rbr_reparam"
 
 
 @pytest.fixture(scope="module")
-def trained(coco128, tmp_path_factory):
-    """yolo_nas_tiny fitted briefly to 8 coco128 images at 128 px, its checkpoint, data.yaml and float export."""
+def trained(trained_tiny, tmp_path_factory):
+    """yolo_nas_tiny fitted briefly to 8 coco128 images at 128 px (the session's checkpoint), its data.yaml and
+    float export."""
     tmp = tmp_path_factory.mktemp("ov")
-    result, data, images = fit_first_coco_images(coco128, tmp, imgsz=128, epochs=30, lr=1e-2, warmup_epochs=2)
-    model = load(result.best).eval()
-    return model, Path(result.best), data, export_onnx(model, tmp / "fp32.onnx", batch=1), tmp
+    model = load(trained_tiny.best).eval()
+    return model, trained_tiny.best, trained_tiny.data, export_onnx(model, tmp / "fp32.onnx", batch=1), tmp
 
 
 def _quantized_inputs(xml: Path) -> dict[str, bool]:
