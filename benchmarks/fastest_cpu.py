@@ -30,6 +30,7 @@ from yolonas.deploy.backends import OpenVINOBackend
 from yolonas.deploy.benchmark import compare, compare_markdown
 from yolonas.deploy.timing import block_ratio, cpu_info
 from yolonas.infer.predictor import Predictor
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.paths import BASELINE, build_paths
 from yolonas.quant.pipeline import quantize
 
@@ -73,8 +74,8 @@ def our_paths(args, work: Path, calib: Path) -> tuple[dict, dict]:
     backends, skipped = build_paths(model, work, calib, threads=args.threads, calib_images=64)
     if args.no_torch:
         backends = {k: v for k, v in backends.items() if not k.startswith("torch")}
-    qdq = quantize(model.fuse(), calib, work / "int8_openvino_qdq", fmt="openvino", quantizer="qdq",
-                   calib_images=64, val_images=0)["output"]
+    qdq = quantize(model.fuse(), QuantConfig(calib, work / "int8_openvino_qdq", fmt="openvino", quantizer="qdq",
+                                             calib_images=64, val_images=0)).output
     backends["openvino int8 (qdq)"] = OpenVINOBackend(qdq, threads=args.threads)
     return {f"yolo_nas_s {k}": v for k, v in backends.items()}, skipped
 

@@ -41,7 +41,7 @@ def main() -> None:
                        latency_cap=args.latency_cap, threads=args.threads, train_top=args.train_top,
                        train_epochs=args.train_epochs, train_images=args.train_images, latency_table=table)
     t0 = time.perf_counter()
-    result = search(cfg)
+    result = search(cfg).to_dict()
     total_s = time.perf_counter() - t0
     result["total_s"] = total_s
     result["machine"] = machine()

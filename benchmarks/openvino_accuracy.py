@@ -27,6 +27,7 @@ from yolonas.deploy.export import export_onnx, export_openvino
 from yolonas.deploy.timing import cpu_info
 from yolonas.eval.validate import validate
 from yolonas.infer.predictor import Predictor
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
 from yolonas.weights import load
 
@@ -45,18 +46,20 @@ def int8_variants(args, onnx_fp32: Path, work: Path, float_layers: list[str]) ->
             for kind, layers in (("ptq", []), ("selective", float_layers)):
                 name = f"{runtime} int8 {quantizer} {kind}"
                 folder = work / f"{runtime}_{quantizer}_{kind}_{seed}"
-                r = quantize(onnx_fp32, args.data, folder, fmt=fmt, quantizer=quantizer, seed=seed,
-                             calib_images=args.calib_images, val_images=0, float_layers=layers, threads=args.threads)
-                out.setdefault(name, {})[seed] = Path(r["output"])
-                print(f"{name} seed {seed}: {r['output']}", file=sys.stderr)
+                r = quantize(onnx_fp32, QuantConfig(args.data, folder, fmt=fmt, quantizer=quantizer, seed=seed,
+                                                    calib_images=args.calib_images, val_images=0,
+                                                    float_layers=layers, threads=args.threads))
+                out.setdefault(name, {})[seed] = Path(r.output)
+                print(f"{name} seed {seed}: {r.output}", file=sys.stderr)
     return out
 
 
 def selective_layers(args, onnx_fp32: Path, work: Path) -> tuple[list[str], dict]:
     """The float convs a leave-one-out sensitivity report and the speed budget choose (seed 0)."""
-    r = quantize(onnx_fp32, args.data, work / "selection", mode="selective", seed=0, calib_images=args.calib_images,
-                 val_images=args.val_images, min_speedup=args.min_speedup, threads=args.threads)
-    return r["selection"]["float_layers"], r["selection"]
+    r = quantize(onnx_fp32, QuantConfig(args.data, work / "selection", mode="selective", seed=0,
+                                        calib_images=args.calib_images, val_images=args.val_images,
+                                        min_speedup=args.min_speedup, threads=args.threads))
+    return r.selection.float_layers, r.selection.to_dict()
 
 
 def backend_for(path: Path, threads: int, precision: str | None = None):

@@ -22,11 +22,13 @@ import torch
 
 from _common import RESULTS, machine
 from yolonas.data import open_dataset
+from yolonas.data.images import select_images
+from yolonas.data.splits import source_images
 from yolonas.deploy.backends import OnnxRuntimeBackend
 from yolonas.deploy.export import export_onnx
 from yolonas.eval.validate import validate
 from yolonas.infer import VAL_NMS, Predictor
-from yolonas.quant.calibration import calibrate, list_images, select_images
+from yolonas.quant.calibration import calibrate
 from yolonas.quant.ptq import prepare, write_qdq
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze
@@ -64,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dataset = open_dataset(args.data, args.split)
-    calib_pool = list_images(args.data, args.calib_split)
+    calib_pool = source_images(args.data, args.calib_split)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for w_i, weights in enumerate(args.weights):

@@ -82,12 +82,13 @@ def ptq_job(name: str, float_onnx: str, data: str, seed: int, work: str, threads
     torch.set_num_threads(threads)
     if seed < 0:
         return {"model": name, "precision": "fp32", "seed": None, **evaluate(float_onnx, data, threads)}
+    from yolonas.quant.config import QuantConfig  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize  # noqa: PLC0415
 
     out = Path(work, f"{name}_s{seed}")
     t0 = time.time()
-    quantize(float_onnx, data, out, output=out / "int8.onnx", split="train", mode="ptq", calib_images=64, seed=seed,
-             threads=threads)
+    quantize(float_onnx, QuantConfig(data, out, output=out / "int8.onnx", split="train", mode="ptq", calib_images=64,
+                                     seed=seed, threads=threads))
     res = {"model": name, "precision": "int8", "seed": seed, "quantize_seconds": time.time() - t0,
            **evaluate(str(out / "int8.onnx"), data, threads)}
     log(f"{name} seed {seed}: AP {res['AP']:.4f}")

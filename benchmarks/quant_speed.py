@@ -24,11 +24,12 @@ import yolonas
 from _common import RESULTS, datasets_root, machine, predict_fn
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_s
+from yolonas.data.images import list_images, select_images
 from yolonas.deploy.backends import OnnxRuntimeBackend
 from yolonas.deploy.export import export_onnx
 from yolonas.deploy.timing import block_ratio, time_blocks
 from yolonas.infer import Predictor, read_image
-from yolonas.quant.calibration import calibrate, list_images, select_images
+from yolonas.quant.calibration import calibrate
 from yolonas.quant.ptq import conv_layers, prepare, write_qdq
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze

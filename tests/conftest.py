@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,21 @@ def fit_first_coco_images(coco128: Path, folder: Path, n: int = 8, imgsz: int = 
         "augmentation.hsv": 0.0, "augmentation.flip": 0.0, "close_mosaic": 0, "val_every": 0, "run.plots": False,
         "run.verbose": False})
     return train(cfg), data, images
+
+
+@dataclass(frozen=True)
+class TrainedTiny:
+    """The session's one trained checkpoint: yolo_nas_tiny fitted to the first 8 coco128 images at 128 px."""
+
+    best: Path  # its best.pt
+    data: Path  # the data.yaml of those 8 images (train and val alike)
+    images: list[Path]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(coco128, tmp_path_factory) -> TrainedTiny:
+    """Trained once per session for every test that needs a model with real detections (exports, backends, INT8);
+    tests write their own files elsewhere, and load the checkpoint afresh."""
+    folder = tmp_path_factory.mktemp("trained_tiny")
+    result, data, images = fit_first_coco_images(coco128, folder, imgsz=128, epochs=30, lr=1e-2, warmup_epochs=2)
+    return TrainedTiny(result.best, data, images)

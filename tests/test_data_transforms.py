@@ -268,16 +268,16 @@ def test_hsv_equals_all_three_luts(seed):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_covers_means_every_window_pixel_is_painted(seed):
-    # where `covers` says the tiles cover the window, Mosaic.paint leaves the pad out: no pixel may be missed
+    # where `covers` says the pieces cover the window, Mosaic.paint leaves the pad out: no pixel may be missed
     rng = np.random.default_rng(seed)
     sample_fn, _ = others(int(rng.integers(40, 120)), int(rng.integers(40, 160)))
     mosaic = Mosaic(sample_fn, (96, 128))
-    tiles = mosaic.tiles(scene(), rng)
+    pieces = mosaic.pieces(scene(), rng)
     for _ in range(20):
         x0, y0 = int(rng.integers(0, 250)), int(rng.integers(0, 190))
         window = (x0, y0, int(rng.integers(x0 + 1, 257)), int(rng.integers(y0 + 1, 193)))
         painted = np.zeros((192, 256), bool)
-        for t in tiles:
+        for t in pieces:
             painted[t.rect[1]:t.rect[3], t.rect[0]:t.rect[2]] = True
         inside = painted[window[1]:window[3], window[0]:window[2]].all()
-        assert covers(tiles, window) == inside, (window, [t.rect for t in tiles])
+        assert covers(pieces, window) == inside, (window, [t.rect for t in pieces])

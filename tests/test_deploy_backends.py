@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit_first_coco_images
 from yolonas.data.yolo import load_data_yaml
 from yolonas.deploy.backends import (
     OnnxRuntimeBackend,
@@ -43,33 +42,42 @@ def readme_example(marker: str = "<!-- tested: no-torch onnxruntime example -->"
 
 
 @pytest.fixture(scope="module")
-def trained(coco128, tmp_path_factory):
-    """yolo_nas_tiny fitted briefly to 8 coco128 images, and their data.yaml."""
+def trained(trained_tiny, tmp_path_factory):
+    """yolo_nas_tiny fitted briefly to 8 coco128 images (the session's checkpoint), their data.yaml, and a folder."""
     tmp_path = tmp_path_factory.mktemp("deploy")
-    result, data, images = fit_first_coco_images(coco128, tmp_path, imgsz=128, epochs=30, lr=1e-2, warmup_epochs=2)
-    return load(result.best).eval(), data, images, tmp_path
+    return load(trained_tiny.best).eval(), trained_tiny.data, trained_tiny.images, tmp_path
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-def test_raw_exports_give_pytorch_outputs(trained):
+def _raw_backends(runtime: str, path: Path, folder: Path) -> list:
+    """The backends of `runtime` on the raw export `path`: ONNX Runtime; or OpenVINO on the .onnx and on its IR
+    (skipped when OpenVINO is not installed)."""
+    if runtime == "onnxruntime":
+        return [OnnxRuntimeBackend(path, threads=2)]
+    pytest.importorskip("openvino")
+    return [OpenVINOBackend(path, threads=2), OpenVINOBackend(export_openvino(path, folder / "ov.xml"))]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_raw_exports_give_pytorch_outputs(trained, runtime):
     model, _, images, tmp_path = trained
     path = export_onnx(model, tmp_path / "raw.onnx", batch=None)
     x, _ = letterbox_batch([read_image(p) for p in images[:4]], model.preprocessing)
     with torch.no_grad():
         want_boxes, want_scores = TorchBackend(copy.deepcopy(model).fuse())(x)
-    pytest.importorskip("openvino")
-    backends = [OnnxRuntimeBackend(path, threads=2), OpenVINOBackend(path, threads=2),
-                OpenVINOBackend(export_openvino(path, tmp_path / "ov.xml"))]
-    for backend in backends:
+    for backend in _raw_backends(runtime, path, tmp_path):
         assert backend.class_names == model.class_names and backend.preprocessing == model.preprocessing
         for n in (1, 4):
             boxes, scores = backend(x[:n])
             assert _rel_err(boxes, want_boxes[:n]) < 1e-3 and _rel_err(scores, want_scores[:n]) < 1e-3, backend
 
-    # A static batch-1 file serves a Predictor batching 4 images, one at a time.
+
+def test_static_batch_1_export_serves_a_batching_predictor(trained):
+    """A static batch-1 file serves a Predictor batching 4 images, one at a time."""
+    model, _, images, tmp_path = trained
     static = OnnxRuntimeBackend(export_onnx(model, tmp_path / "b1.onnx", batch=1))
     dets = Predictor(static, batch_size=4).predict([str(p) for p in images[:4]])
     want = Predictor(model, batch_size=4).predict([str(p) for p in images[:4]])

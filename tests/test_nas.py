@@ -19,6 +19,7 @@ from yolonas.nas import (
     LatencyModel,
     LatencyTable,
     SearchConfig,
+    SearchResult,
     SearchSpace,
     calibration_specs,
     contains,
@@ -225,8 +226,9 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     out = tmp_path / "runs" / "search" / "t"
     cfg = SearchConfig(data=str(coco128 / "data.yaml"), out=out, imgsz=(64,), trials=3, population=2, runs=2,
                        measure_front=1, space=SMALL, progress=False, latency_table=tmp_path / "lat.json")
-    result = search(cfg)
+    result = search(cfg).to_dict()
     assert result["trials"] == 3 and result["trials_this_run"] == 3
+    assert json.loads((out / "search.json").read_text()).keys() == result.keys()  # the JSON users read
     assert (out / "front.md").read_text().startswith("# Search front")
     assert (out / "front.png").stat().st_size > 1000
     front = result["front"]
@@ -240,20 +242,20 @@ def test_tiny_search_writes_front_and_resumes(coco128, tmp_path):
     assert "calibrated" in (out / "front.md").read_text()
     # Resume: the same folder continues the stored study up to the new total.
     cfg.trials, cfg.measure_front = 4, 0
-    again = search(cfg)
+    again = search(cfg).to_dict()
     assert again["trials"] == 4 and again["trials_this_run"] == 1 and again["calibration"] == result["calibration"]
     assert sorted(p.name for p in (out / "specs").glob("*.yaml")) == sorted(
         f"{r['rank']:02d}_{r['name']}.yaml" for r in again["front"])  # only the current front's specs
     assert again["latency_table"]["hits"] > 0
     # A cap relative to a reference network: x1.0 of the first member is exactly its calibrated prediction.
     cfg.latency_cap_ratio, cfg.reference = 1.0, model.spec
-    relative = search(cfg)
+    relative = search(cfg).to_dict()
     assert relative["latency_cap_ms"] == pytest.approx(front[0]["latency_ms"])
     assert relative["front"] and all(r["latency_ms"] <= relative["latency_cap_ms"] + 1e-9 for r in relative["front"])
     cfg.latency_cap_ratio = cfg.reference = None
     # A cap no trial meets: an empty front that says why, not a silent one.
     cfg.latency_cap, cfg.out = 1e-6, tmp_path / "runs" / "search" / "capped"
-    capped = search(cfg)
+    capped = search(cfg).to_dict()
     assert capped["front"] == [] and "no trial met --latency-cap" in capped["note"]
     assert "no trial met --latency-cap" in (cfg.out / "front.md").read_text()
 
@@ -287,7 +289,9 @@ def test_search_cli_proxy_defaults_to_gflops_around_a_model(coco128, tmp_path, m
 
     def fake_search(cfg):
         seen.append(cfg.proxy)
-        return {"trials": 0, "front": []}
+        return SearchResult(out=str(cfg.out), trials=0, trials_this_run=0, search_s=0.0, space_size=1, target="t",
+                            proxy=cfg.proxy, latency_cap_ms=None, latency_cap_ratio=None, latency_reference=None,
+                            calibration={}, latency_table={}, load_average=[0.0, 0.0, 0.0])
 
     monkeypatch.setattr(yolonas.nas, "search", fake_search)
     runner = CliRunner()
@@ -295,6 +299,7 @@ def test_search_cli_proxy_defaults_to_gflops_around_a_model(coco128, tmp_path, m
     for args in (["--around", "yolo_nas_s"], [], ["--around", "yolo_nas_s", "--proxy", "meco"]):
         result = runner.invoke(app, ["search", "--data", data, "--json", "-", *args])
         assert result.exit_code == 0, result.output
+        assert {"out", "trials", "trials_this_run", "latency_cap_ms", "front"} <= json.loads(result.stdout).keys()
     assert seen == ["gflops", "meco", "meco"]
 
 
@@ -314,7 +319,7 @@ def test_short_training_records_ap_and_training_loss(coco128, tmp_path):
     cfg = SearchConfig(data=str(coco128 / "data.yaml"), out=out, imgsz=(64,), trials=2, population=2, runs=2,
                        measure_front=0, space=SMALL, progress=False, latency_table=tmp_path / "lat.json",
                        train_top=1, train_epochs=1, train_imgsz=64, train_images=4, proxy="params")
-    result = search(cfg)
+    result = search(cfg).to_dict()
     trained = [r for r in result["front"] if "short_train_ap" in r]
     assert len(trained) == 1 and 0 < trained[0]["short_train_loss"] < 100
     assert result["short_training"]["trained"] == [trained[0]["name"]]

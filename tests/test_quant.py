@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.cli import app
+from yolonas.data.images import list_images, select_images
 from yolonas.deploy.export import META_CLASS_NAMES, META_PREPROCESSING, export_onnx
 from yolonas.errors import DataError, InputError
-from yolonas.quant.calibration import calibrate, list_images, load_batch, read_model_info, select_images
+from yolonas.quant.calibration import calibrate, load_batch, read_model_info
 from yolonas.quant.ptq import META_QUANTIZATION, conv_layers, prepare, write_qdq
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze, output_error
@@ -61,19 +62,6 @@ def evaluator(work):
 def _run(path, x):
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return s.run(None, {"images": x})
-
-
-def test_image_choice_is_reproducible(coco128, tmp_path):
-    files = list_images(coco128 / "images" / "train2017")
-    a, b = select_images(files, 8, seed=3), select_images(files, 8, seed=3)
-    assert a == b and len(set(a)) == 8
-    assert select_images(files, 8, seed=4) != a
-    assert not set(select_images(files, 20, seed=3, exclude=a)) & set(a)
-    assert select_images(files[:5], 50, seed=0) == files[:5]  # fewer than asked: all of them
-    assert list_images(coco128 / "data.yaml", "train") == files  # a data set's split, same files
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no images"):
-        list_images(tmp_path / "empty")
 
 
 def test_calibration_letterboxes_like_inference(work):
@@ -239,6 +227,9 @@ def test_cli_quantize_then_val(coco128, tmp_path, monkeypatch):
     q = tmp_path / out["output"]
     assert q.is_file() and (tmp_path / "runs" / "quantize" / "q" / "result.json").is_file()
     assert len(out["calibration"]["images"]) == 4 and out["output_error"]["total"] >= 0
+    assert list(out) == ["mode", "format", "quantizer", "output", "float_onnx", "activations", "calibration",
+                         "run_dir", "output_error"]  # the keys `--json` users read (no QAT or selective parts)
+    assert json.loads((tmp_path / "runs" / "quantize" / "q" / "result.json").read_text()) == out
     meta = {p.key: p.value for p in onnx.load(str(q)).metadata_props}
     assert META_CLASS_NAMES in meta and META_PREPROCESSING in meta
     assert json.loads(meta[META_QUANTIZATION])["float_layers"] == [STEM]

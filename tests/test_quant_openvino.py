@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import fit_first_coco_images
 from yolonas.cli import app
 from yolonas.data.yolo import load_data_yaml
 from yolonas.deploy.backends import OpenVINOBackend, load_backend
@@ -23,6 +22,7 @@ from yolonas.infer.postprocess import VAL_NMS
 from yolonas.infer.predictor import Predictor
 from yolonas.infer.tiling import TileConfig
 from yolonas.quant.calibration import NETWORK_PREFIXES
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
 from yolonas.weights import load
 
@@ -33,12 +33,12 @@ STEM = "backbone.stem.conv.rbr_reparam"
 
 
 @pytest.fixture(scope="module")
-def trained(coco128, tmp_path_factory):
-    """yolo_nas_tiny fitted briefly to 8 coco128 images at 128 px, its checkpoint, data.yaml and float export."""
+def trained(trained_tiny, tmp_path_factory):
+    """yolo_nas_tiny fitted briefly to 8 coco128 images at 128 px (the session's checkpoint), its data.yaml and
+    float export."""
     tmp = tmp_path_factory.mktemp("ov")
-    result, data, images = fit_first_coco_images(coco128, tmp, imgsz=128, epochs=30, lr=1e-2, warmup_epochs=2)
-    model = load(result.best).eval()
-    return model, Path(result.best), data, export_onnx(model, tmp / "fp32.onnx", batch=1), tmp
+    model = load(trained_tiny.best).eval()
+    return model, trained_tiny.best, trained_tiny.data, export_onnx(model, tmp / "fp32.onnx", batch=1), tmp
 
 
 def _quantized_inputs(xml: Path) -> dict[str, bool]:
@@ -54,14 +54,14 @@ def _quantized_inputs(xml: Path) -> dict[str, bool]:
 
 def test_nncf_ir_is_int8_in_the_network_only_and_keeps_accuracy(trained):
     model, _, data, onnx_fp32, tmp = trained
-    r = quantize(onnx_fp32, data, tmp / "nncf", fmt="openvino", calib_images=8, val_images=0,
-                 float_layers=[STEM])
-    assert r["quantizer"] == "nncf" and r["output"].endswith(".xml")
-    backend = OpenVINOBackend(r["output"], threads=2)
+    r = quantize(onnx_fp32, QuantConfig(data, tmp / "nncf", fmt="openvino", calib_images=8, val_images=0,
+                                        float_layers=[STEM]))
+    assert r.quantizer == "nncf" and r.output.endswith(".xml")
+    backend = OpenVINOBackend(r.output, threads=2)
     assert backend.int8 and backend.inference_precision == "f32" and backend.class_names == model.class_names
-    meta = json.loads(ov.Core().read_model(r["output"]).get_rt_info(["yolonas", META_QUANTIZATION]).astype(str))
+    meta = json.loads(ov.Core().read_model(r.output).get_rt_info(["yolonas", META_QUANTIZATION]).astype(str))
     assert meta["quantizer"] == "nncf" and meta["calibration_images"] == 8 and meta["float_layers"] == [STEM]
-    convs = _quantized_inputs(Path(r["output"]))
+    convs = _quantized_inputs(Path(r.output))
     assert sum(convs.values()) > len(convs) // 2  # most convs run INT8
     assert not any(q for name, q in convs.items() if name.startswith(f"/model/{STEM.replace('.', '/')}/"))
     assert not any(q for name, q in convs.items() if not name.startswith(NETWORK_PREFIXES))  # the decode is float
@@ -72,12 +72,12 @@ def test_nncf_ir_is_int8_in_the_network_only_and_keeps_accuracy(trained):
 
 def test_qdq_file_converted_to_openvino_gives_its_outputs(trained):
     _, _, data, onnx_fp32, tmp = trained
-    qdq = quantize(onnx_fp32, data, tmp / "qdq", fmt="onnx", calib_images=8, val_images=0, seed=1)
-    ir = quantize(onnx_fp32, data, tmp / "qdq_ov", fmt="openvino", quantizer="qdq", calib_images=8, val_images=0,
-                  seed=1)
+    qdq = quantize(onnx_fp32, QuantConfig(data, tmp / "qdq", fmt="onnx", calib_images=8, val_images=0, seed=1))
+    ir = quantize(onnx_fp32, QuantConfig(data, tmp / "qdq_ov", fmt="openvino", quantizer="qdq", calib_images=8,
+                                         val_images=0, seed=1))
     x = torch.rand(1, 3, 128, 128)
-    boxes_ort, scores_ort = load_backend(qdq["output"])(x)
-    backend = load_backend(ir["output"])
+    boxes_ort, scores_ort = load_backend(qdq.output)(x)
+    backend = load_backend(ir.output)
     assert backend.int8
     boxes_ov, scores_ov = backend(x)
     assert float((scores_ov - scores_ort).abs().max()) < 0.05  # both INT8 from the same ranges, two runtimes
@@ -127,6 +127,9 @@ def test_export_cli_openvino_int8_bf16_and_nothing_overwritten(trained, tmp_path
     r = runner.invoke(app, ["export", "--weights", str(ckpt), "--format", "openvino", "--int8", "--data", str(data),
                             "--calib-images", "4", "--name", "t", "--json", "-"])
     assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # the keys `--json` users read: the file, and the quantize result under "int8"
+    assert out["output"] == str(tmp_path / "best_int8.xml") and out["nms"] is None
+    assert out["int8"]["mode"] == "ptq" and out["int8"]["quantizer"] == "nncf" and "calibration" in out["int8"]
     assert load_backend(tmp_path / "best_int8.xml").int8
     r = runner.invoke(app, ["val", "--weights", str(tmp_path / "best_int8.xml"), "--data", str(data), "--no-plots",
                             "--json", "-"])
@@ -159,10 +162,10 @@ def test_bench_all_times_every_path_and_marks_the_fastest(trained, tmp_path, mon
 def test_tiled_validation_of_the_int8_ir_scores_as_the_checkpoint(trained):
     """`val --tile` on an INT8 IR: the same evaluator, tiles and merge as the checkpoint, within INT8's tolerance."""
     model, _, data, onnx_fp32, tmp = trained
-    r = quantize(onnx_fp32, data, tmp / "tiles_int8", fmt="openvino", calib_images=8, val_images=0)
+    r = quantize(onnx_fp32, QuantConfig(data, tmp / "tiles_int8", fmt="openvino", calib_images=8, val_images=0))
     tiles = TileConfig(512, 0.25, whole_image=True)  # near the scale it was fitted at (128 px of ~640 px images)
     dataset = load_data_yaml(data, "val")
     want = validate(Predictor(model, nms=VAL_NMS, tiles=tiles), dataset)
-    got = validate(Predictor(OpenVINOBackend(r["output"], threads=2), nms=VAL_NMS, tiles=tiles), dataset)
+    got = validate(Predictor(OpenVINOBackend(r.output, threads=2), nms=VAL_NMS, tiles=tiles), dataset)
     # As untiled: INT8 may score above a fit on 8 images (here 0.50 vs 0.42), not far below.
     assert want.AP > 0.1 and got.AP > want.AP - 0.05, (got.AP, want.AP)

@@ -86,7 +86,8 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_run_keeps_its_settings(tmp_pa
     assert r.exit_code == 130  # what a Ctrl-C ends with
     err = capsys.readouterr().err + r.output
     last = Path("runs/train/cut/weights/last.pt")
-    assert "interrupted in epoch 2 of 3" in err and f"yolonas train --resume {last}" in err
+    assert "interrupted by Ctrl-C in epoch 2 of 3" in err and f"resume: yolonas train --resume {last}" in err
+    assert f"last: {last} (epoch 1)" in err and "best: runs/train/cut/weights/best.pt (AP " in err
 
     seen = {}
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch", original)
@@ -101,7 +102,7 @@ def test_resume_state_round_trips_through_last_pt(tmp_path):
     without best_* keys reads with their defaults."""
     from yolonas.arch.model import build  # noqa: PLC0415
     from yolonas.arch.spec import yolo_nas_tiny  # noqa: PLC0415
-    from yolonas.train.trainer import ResumeState, rng_state, set_rng_state  # noqa: PLC0415
+    from yolonas.train.checkpoint import ResumeState, rng_state, set_rng_state  # noqa: PLC0415
     from yolonas.weights import read_checkpoint, save_checkpoint  # noqa: PLC0415
 
     state = ResumeState(epoch=3, step=42, best_fitness=0.25, best_epoch=2, rng=rng_state())

@@ -25,7 +25,7 @@ from yolonas.preprocess import Preprocessing
 from yolonas.train import TrainConfig, Trainer, apply_overrides, load_recipe, recipe_names, train
 from yolonas.train.ema import ModelEMA
 from yolonas.train.optim import build_optimizer, build_scheduler
-from yolonas.train.trainer import CSV_COLUMNS, run_folder
+from yolonas.train.runlog import CSV_COLUMNS, run_folder
 from yolonas.weights import load, read_checkpoint, save_checkpoint
 
 

@@ -100,13 +100,14 @@ def export(
 
 def _export_int8(net, path: Path, data: str | None, name: str | None, json_out: str | None, **settings) -> None:
     """`export --int8`: the quantize pipeline on the loaded model, its run folder under runs/quantize/."""
+    from yolonas.quant.config import QuantConfig  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
     if data is None:
         raise InputError("--int8 needs --data: the images INT8 is calibrated on (a data set or image folder)")
-    result = run_quantize(net, data, run_dir("quantize", name), output=path, **settings)
-    _say(f"export: {path} (INT8 {result['mode']}, {result['quantizer']}; report in {result['run_dir']})")
-    _emit_json({"output": str(path), "nms": None, "int8": result}, json_out)
+    result = run_quantize(net, QuantConfig(data, run_dir("quantize", name), output=path, **settings))
+    _say(f"export: {path} (INT8 {result.mode}, {result.quantizer}; report in {result.run_dir})")
+    _emit_json({"output": str(path), "nms": None, "int8": result.to_dict()}, json_out)
 
 
 def quantize(
@@ -147,6 +148,7 @@ def quantize(
 ) -> None:
     """INT8 to a QDQ ONNX file or an OpenVINO IR: all layers (ptq), selectively from a sensitivity report, or
     after QAT."""
+    from yolonas.quant.config import QuantConfig  # noqa: PLC0415
     from yolonas.quant.pipeline import quantize as run_quantize  # noqa: PLC0415
 
     weights = _model_arg(model, weights)
@@ -154,17 +156,17 @@ def quantize(
     progress = None
     if json_out != "-" and not _quiet():
         progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
-    result = run_quantize(weights, data, out, output=output, split=split, mode=mode, fmt=format_,
-                          quantizer=quantizer, calib_images=calib_images,
-                          val_images=val_images, method=method, percentile=percentile, seed=seed,
-                          activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
-                          max_error=max_error, min_speedup=min_speedup, threads=threads, imgsz=imgsz,
-                          recipe=recipe, epochs=epochs, device=device, progress=progress)
-    if "qat" in result:
-        _say(f"quantize: QAT fine-tuned {result['qat']['epochs']} epochs -> {result['qat']['weights']}")
-    _say(f"quantize: {result['output']} ({mode}, {result['activations']} activations, {method} on "
-         f"{len(result['calibration']['images'])} images) -> {out}")
-    _emit_json(result, json_out)
+    cfg = QuantConfig(data, out, output=output, split=split, mode=mode, fmt=format_, quantizer=quantizer,
+                      calib_images=calib_images, val_images=val_images, method=method, percentile=percentile,
+                      seed=seed, activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
+                      max_error=max_error, min_speedup=min_speedup, threads=threads, imgsz=imgsz, recipe=recipe,
+                      epochs=epochs, device=device)
+    result = run_quantize(weights, cfg, progress=progress)
+    if result.qat is not None:
+        _say(f"quantize: QAT fine-tuned {result.qat.epochs} epochs -> {result.qat.weights}")
+    _say(f"quantize: {result.output} ({mode}, {result.activations} activations, {method} on "
+         f"{len(result.calibration['images'])} images) -> {out}")
+    _emit_json(result.to_dict(), json_out)
 
 
 def _bench_images(source: str | None, n: int = 8):

@@ -165,15 +165,15 @@ def search(
                        progress=json_out != "-" and not _quiet())
     result = run_search(cfg)  # why a front is empty, the library says as a warning
     _say(_search_line(result, cfg.out))
-    _emit_json(result, json_out)
+    _emit_json(result.to_dict(), json_out)
 
 
-def _search_line(result: dict, out: Path) -> str:
+def _search_line(result, out: Path) -> str:
     """search's last line: trials, the front's size, the latency cap, where the files are."""
     cap = ""
-    if result.get("latency_cap_ms") is not None:
-        ratio = result.get("latency_cap_ratio")
-        of = f", x{ratio:g} of {result['latency_reference']}" if ratio else ""
-        cap = f" (latency cap {result['latency_cap_ms']:.2f} ms{of})"
-    return (f"search: {result['trials']} trials, {len(result['front'])} on the front{cap} -> {out}/front.md, "
+    if result.latency_cap_ms is not None:
+        ratio = result.latency_cap_ratio
+        of = f", x{ratio:g} of {result.latency_reference}" if ratio else ""
+        cap = f" (latency cap {result.latency_cap_ms:.2f} ms{of})"
+    return (f"search: {result.trials} trials, {len(result.front)} on the front{cap} -> {out}/front.md, "
             "front.png, specs/")

@@ -68,7 +68,7 @@ def _emit_json(result: dict, target: str | None) -> None:
 
 def run_dir(task: str, name: str | None) -> Path:
     """runs/<task>/<name>, or the next free runs/<task>/expN when no name is given."""
-    from yolonas.train.trainer import run_folder  # noqa: PLC0415 - keep `yolonas --help` fast
+    from yolonas.train.runlog import run_folder  # noqa: PLC0415 - keep `yolonas --help` fast
 
     path = run_folder(Path("runs") / task, name, exist_ok=name is not None)
     if not path.exists():

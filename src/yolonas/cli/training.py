@@ -60,9 +60,11 @@ def train(
 def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[str] | None,
                   json_out: str | None) -> None:
     """`train` and `distill`: the recipe, then the flags, then --set items; train; print the result JSON."""
+    from yolonas.errors import Terminated  # noqa: PLC0415
     from yolonas.train import apply_overrides, load_recipe  # noqa: PLC0415
     from yolonas.train import train as run_training  # noqa: PLC0415
-    from yolonas.train.trainer import resumed_recipe  # noqa: PLC0415
+    from yolonas.train.checkpoint import resumed_recipe  # noqa: PLC0415
+    from yolonas.train.runlog import finished_lines  # noqa: PLC0415
 
     _show_progress("yolonas.train")  # the run's description, estimate and per-epoch lines
     if resume is not None:
@@ -75,11 +77,12 @@ def _run_training(recipe: str, overrides: dict, resume: str | None, set_: list[s
     cfg = apply_overrides(load_recipe(recipe), overrides)
     if resume is not None:  # the run's own settings, then only what this command states again
         cfg = apply_overrides(resumed_recipe(cfg), overrides)
-    result = run_training(cfg)
+    try:
+        result = run_training(cfg)
+    except Terminated:  # the run said where it stands; exit as a process killed by SIGTERM would (Ctrl-C: 130)
+        raise typer.Exit(143) from None
     if result.run_dir is not None:  # DDP ranks other than 0 write nothing
-        _say(f"train: best {result.best} ({cfg.run.best_metric} {result.best_fitness:.3f} at epoch "
-             f"{result.best_epoch} of {result.epochs}); last {result.last}" if result.best_epoch else
-             f"train: {result.last} ({result.epochs} epochs, not validated)")
+        _say("\n".join(finished_lines(result, cfg)))
     _emit_json({"run_dir": str(result.run_dir), "best": str(result.best), "last": str(result.last),
                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics}, json_out)
 

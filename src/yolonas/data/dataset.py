@@ -8,14 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from yolonas.data.checks import LabelReport
+from yolonas.data.images import read_image
 from yolonas.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
-                            ".pbm", ".pgm", ".ppm", ".pnm"})
 
 
 @dataclass
@@ -40,19 +37,6 @@ class Sample:
     def select(self, keep: np.ndarray) -> Sample:
         """A copy keeping only the boxes where `keep` (bool mask or indices) selects."""
         return dataclasses.replace(self, boxes=self.boxes[keep], classes=self.classes[keep], crowd=self.crowd[keep])
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8 HWC, pixels as stored (EXIF orientation ignored, as the labels assume)."""
-    # np.fromfile + imdecode also works for non-ASCII paths on every platform
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e.strerror or e})") from e
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def offsets_from_owner(owner: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import random
+import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -321,13 +322,16 @@ def keep_freed_memory(trim_threshold: int = 256 << 20) -> bool:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed the global generators of a loader worker from its torch seed, keep OpenCV single-threaded there, and
-    let it reuse freed memory (`keep_freed_memory`)."""
+    """Seed the global generators of a loader worker from its torch seed, keep OpenCV single-threaded there, let it
+    reuse freed memory (`keep_freed_memory`), and have it end on SIGTERM as it does on Ctrl-C."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
     cv2.setNumThreads(0)  # the workers are the parallelism; OpenCV's own threads would only oversubscribe
     keep_freed_memory()  # in the worker only: its allocations are the transforms', not the trainer's
+    # `timeout` and schedulers signal the whole process group. torch's worker dies by SIGTERM, and the main process
+    # then raises "worker killed by signal" as it exits; as a KeyboardInterrupt the worker loop ends quietly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def make_loader(dataset: TrainDataset, batch_size: int, shuffle: bool = True, workers: int = 0, seed: int = 0,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from yolonas.data.coco import CocoDataset
 from yolonas.data.dataset import DetectionDataset
+from yolonas.data.images import list_images
 from yolonas.data.yolo import load_data_yaml, split_images
 from yolonas.errors import DataError
 
@@ -30,6 +31,25 @@ def data_yaml_of(path: str | Path) -> Path | None:
     if not path.exists():
         raise DataError(f"{path}: data set not found")
     raise DataError(f"{path}: not a data.yaml, a COCO JSON or a dataset folder")
+
+
+def source_images(source: str | Path, split: str = "train") -> list[Path]:
+    """Image files of an image folder (recursively, sorted), or of a data set's split (data.yaml, COCO JSON,
+    dataset folder): what INT8 calibration and timing read."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such image folder or data set")
+    is_dataset = path.suffix.lower() in (".yaml", ".yml", ".json") or (
+        path.is_dir() and any((path / n).is_file() for n in ("data.yaml", "data.yml")))
+    if is_dataset:
+        files = list(open_dataset(path, split).image_files)
+    elif path.is_dir():
+        files = list_images(path)
+    else:
+        raise DataError(f"{path}: give an image folder, a data.yaml, a COCO JSON or a dataset folder")
+    if not files:
+        raise DataError(f"{path}: no images found")
+    return files
 
 
 def open_dataset(data: str | Path, split: str = "val", images: str | Path | None = None,

@@ -73,7 +73,7 @@ class LetterboxResize:
         return sample.replace(image=image, boxes=scale_boxes(sample.boxes, scale, offset))
 
 
-class Tile(NamedTuple):
+class MosaicPiece(NamedTuple):
     """One of a mosaic's four images, fitted to the training size, and where it lies on the 2h x 2w canvas."""
 
     sample: Sample
@@ -86,7 +86,7 @@ class Tile(NamedTuple):
 class Mosaic:
     """Four images (this one and three from `sample_fn`) around a random centre on a 2h x 2w canvas, pad 114.
 
-    Each tile is first resized to fit `size` (the training size); RandomAffine then cuts the training size out of
+    Each piece is first resized to fit `size` (the training size); RandomAffine then cuts the training size out of
     the canvas. When skipped (probability 1 - p, or mosaic closed) the image is only resized to fit `size`, so the
     next transforms see the same scale either way.
     """
@@ -111,33 +111,34 @@ class Mosaic:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if rng.random() >= self.p:
             return self.fit(sample)
-        return self.paint(sample, self.tiles(sample, rng))
+        return self.paint(sample, self.pieces(sample, rng))
 
-    def tiles(self, sample: Sample, rng: np.random.Generator) -> list[Tile]:
+    def pieces(self, sample: Sample, rng: np.random.Generator) -> list[MosaicPiece]:
         """The random part: draws the three other samples, then the centre; where each fitted image goes."""
         h, w = self.size
         samples = [sample] + [self.sample_fn(rng) for _ in range(3)]
         yc, xc = int(rng.uniform(0.5 * h, 1.5 * h)), int(rng.uniform(0.5 * w, 1.5 * w))
-        tiles = []
+        pieces = []
         for k, s in enumerate(samples):
-            tile, scale = resize_to_fit(s.image, self.size)
-            th, tw = tile.shape[:2]
-            # canvas region (x1, y1, x2, y2) of this tile, which meets the centre at its inner corner
-            x1, x2 = (max(xc - tw, 0), xc) if k in (0, 2) else (xc, min(xc + tw, 2 * w))
-            y1, y2 = (max(yc - th, 0), yc) if k in (0, 1) else (yc, min(yc + th, 2 * h))
-            crop = (tw - (x2 - x1) if k in (0, 2) else 0), (th - (y2 - y1) if k in (0, 1) else 0)
-            tiles.append(Tile(s, tile, scale, (x1, y1, x2, y2), crop))
-        return tiles
+            fitted, scale = resize_to_fit(s.image, self.size)
+            ph, pw = fitted.shape[:2]
+            # canvas region (x1, y1, x2, y2) of this piece, which meets the centre at its inner corner
+            x1, x2 = (max(xc - pw, 0), xc) if k in (0, 2) else (xc, min(xc + pw, 2 * w))
+            y1, y2 = (max(yc - ph, 0), yc) if k in (0, 1) else (yc, min(yc + ph, 2 * h))
+            crop = (pw - (x2 - x1) if k in (0, 2) else 0), (ph - (y2 - y1) if k in (0, 1) else 0)
+            pieces.append(MosaicPiece(s, fitted, scale, (x1, y1, x2, y2), crop))
+        return pieces
 
-    def paint(self, sample: Sample, tiles: list[Tile], window: tuple[int, int, int, int] | None = None) -> Sample:
-        """The canvas, or only its region `window` (x0, y0, x1, y1), with the tiles in it; boxes of all four tiles
-        in canvas coordinates whatever the window (cut to the visible part of their tile, empty ones dropped)."""
+    def paint(self, sample: Sample, pieces: list[MosaicPiece],
+              window: tuple[int, int, int, int] | None = None) -> Sample:
+        """The canvas, or only its region `window` (x0, y0, x1, y1), with the pieces in it; boxes of all four pieces
+        in canvas coordinates whatever the window (cut to the visible part of their piece, empty ones dropped)."""
         x0, y0, x1w, y1w = window or (0, 0, self.canvas_hw[1], self.canvas_hw[0])
         shape = (y1w - y0, x1w - x0, 3)
-        # the pad shows only where no tile covers the window; often (scale >= 1) the tiles cover all of it
-        canvas = np.empty(shape, np.uint8) if covers(tiles, window) else np.full(shape, self.pad_value, np.uint8)
+        # the pad shows only where no piece covers the window; often (scale >= 1) the pieces cover all of it
+        canvas = np.empty(shape, np.uint8) if covers(pieces, window) else np.full(shape, self.pad_value, np.uint8)
         boxes, classes, crowd = [], [], []
-        for t in tiles:
+        for t in pieces:
             x1, y1, x2, y2 = t.rect
             ax1, ay1, ax2, ay2 = max(x1, x0), max(y1, y0), min(x2, x1w), min(y2, y1w)  # the part in the window
             if ax2 > ax1 and ay2 > ay1:
@@ -152,13 +153,13 @@ class Mosaic:
         return out.select((out.boxes[:, 2] > out.boxes[:, 0]) & (out.boxes[:, 3] > out.boxes[:, 1]))
 
 
-def covers(tiles: list[Tile], window: tuple[int, int, int, int] | None) -> bool:
-    """Whether the four tiles, which meet at the mosaic's centre, together cover the canvas region `window`."""
+def covers(pieces: list[MosaicPiece], window: tuple[int, int, int, int] | None) -> bool:
+    """Whether the four pieces, which meet at the mosaic's centre, together cover the canvas region `window`."""
     if window is None:
         return False
     x0, y0, x1, y1 = window
-    xc, yc = tiles[0].rect[2], tiles[0].rect[3]  # the top-left tile ends at the centre
-    for k, t in enumerate(tiles):  # each tile must cover the window's part in its quadrant
+    xc, yc = pieces[0].rect[2], pieces[0].rect[3]  # the top-left piece ends at the centre
+    for k, t in enumerate(pieces):  # each piece must cover the window's part in its quadrant
         qx0, qx1 = (x0, min(x1, xc)) if k in (0, 2) else (max(x0, xc), x1)
         qy0, qy1 = (y0, min(y1, yc)) if k in (0, 1) else (max(y0, yc), y1)
         if qx1 > qx0 and qy1 > qy0 and not (t.rect[0] <= qx0 and t.rect[1] <= qy0 and t.rect[2] >= qx1
@@ -239,7 +240,7 @@ class MosaicAffine:
 
     The canvas is 2h x 2w and the warp keeps h x w of it scaled by 0.5-1.5: on average a third of the canvas is
     read. Filling and painting just that window (the output's corners mapped back, a 2 px margin for the bilinear
-    taps, within the canvas; no fill where the tiles cover it) took 1.1 ms per 640 image instead of 1.3 for the two
+    taps, within the canvas; no fill where the pieces cover it) took 1.1 ms per 640 image instead of 1.3 for the two
     steps on this project's 2-core EPYC (1.7 vs 2.2 with the machine busy). Outside the canvas the border value is
     the same either way. A skipped or closed mosaic goes through `Mosaic.fit` and the affine as before.
     """
@@ -250,10 +251,10 @@ class MosaicAffine:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if rng.random() >= self.mosaic.p:
             return self.affine(self.mosaic.fit(sample), rng)
-        tiles = self.mosaic.tiles(sample, rng)
+        pieces = self.mosaic.pieces(sample, rng)
         m, s = self.affine.matrix(self.mosaic.canvas_hw, rng)
         window = read_window(m, self.affine.size, self.mosaic.canvas_hw)
-        return self.affine.apply(self.mosaic.paint(sample, tiles, window), m, s, origin=window[:2])
+        return self.affine.apply(self.mosaic.paint(sample, pieces, window), m, s, origin=window[:2])
 
     def closed(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """What the transform does with mosaic closed: fit, then the affine."""
@@ -322,15 +323,23 @@ class HSV:
         return sample.replace(image=cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
 
 
-class HorizontalFlip:
-    """Mirror left-right with probability p."""
+class RandomApply:
+    """A transform that happens with probability p (one draw of the sample's RNG); otherwise the sample as it is."""
 
     def __init__(self, p: float = 0.5):
         self.p = p
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if rng.random() >= self.p:
-            return sample
+        return sample if rng.random() >= self.p else self.apply(sample)
+
+    def apply(self, sample: Sample) -> Sample:
+        raise NotImplementedError
+
+
+class HorizontalFlip(RandomApply):
+    """Mirror left-right with probability p."""
+
+    def apply(self, sample: Sample) -> Sample:
         w = sample.image.shape[1]
         boxes = sample.boxes.copy()
         boxes[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
@@ -338,15 +347,10 @@ class HorizontalFlip:
         return sample.replace(image=cv2.flip(sample.image, 1), boxes=boxes)
 
 
-class ChannelSwap:
+class ChannelSwap(RandomApply):
     """Swap RGB <-> BGR with probability p (the published COCO recipe uses 0.5: colour-order robustness)."""
 
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if rng.random() >= self.p:
-            return sample
+    def apply(self, sample: Sample) -> Sample:
         return sample.replace(image=np.ascontiguousarray(sample.image[..., ::-1]))
 
 

@@ -20,7 +20,8 @@ from yolonas.data.checks import (
     clip_boxes,
     image_size,
 )
-from yolonas.data.dataset import IMAGE_SUFFIXES, DetectionDataset, offsets_from_owner
+from yolonas.data.dataset import DetectionDataset, offsets_from_owner
+from yolonas.data.images import list_images
 from yolonas.errors import DataError
 
 
@@ -56,11 +57,6 @@ def write_yolo_labels(path: Path, boxes: np.ndarray, class_ids: np.ndarray, imag
     path.write_text("".join(f"{int(c)} " + " ".join(f"{v:.6f}" for v in row) + "\n"
                             for c, row in zip(class_ids, cxcywh)))
     return path
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under a folder, recursively, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def parse_label_line(line: str, num_classes: int) -> tuple[int, float, float, float, float] | str:

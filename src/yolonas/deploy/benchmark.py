@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yolonas.data.images import read_image
 from yolonas.deploy.timing import cpu_info, cycling, time_blocks
 from yolonas.infer.predictor import Predictor
-from yolonas.infer.sources import read_image
 
 STAGES = ("decode", "pre", "forward", "post")
 

@@ -13,13 +13,14 @@ The policy, and why:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,3 +298,16 @@ def cycling(fn: Callable[[object], object], items: list) -> Callable[[], object]
         return fn(item)
 
     return step
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """torch's intra-op thread count set to `threads` inside the block and restored after it, also on error."""
+    import torch  # noqa: PLC0415 - timing serves torch-free runtimes too
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

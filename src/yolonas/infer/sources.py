@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolonas.data.dataset import IMAGE_SUFFIXES
-from yolonas.data.dataset import read_image as data_read_image
-from yolonas.errors import DataError, InputError
+from yolonas.data.images import IMAGE_SUFFIXES, read_image
+from yolonas.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +24,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 def is_video(path: str | Path) -> bool:
     """True when the file's suffix is a video type."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 HWC, decoded exactly as the data sets decode it; InputError if it cannot."""
-    try:
-        return data_read_image(path)
-    except DataError as e:
-        raise InputError(str(e)) from None
 
 
 def video_properties(path: str | Path) -> tuple[float, int, int, int]:

@@ -22,6 +22,7 @@ from yolonas.nas.latency import LatencyModel, LatencyTable, prediction_errors
 from yolonas.nas.pareto import pareto_front
 from yolonas.nas.proxies import PROXIES, meco, size_proxies
 from yolonas.nas.report import write_report
+from yolonas.nas.result import SearchResult
 from yolonas.nas.space import SearchSpace, calibration_specs, sample, seeds, spec_hash
 from yolonas.preprocess import Preprocessing
 
@@ -85,7 +86,7 @@ def _check(cfg: SearchConfig) -> None:
 
 def _proxy_images(dataset, size: int, n: int = 2) -> torch.Tensor:
     """The first `n` training images letterboxed to `size`: MeCo's one forward pass sees real data."""
-    from yolonas.data import read_image  # noqa: PLC0415
+    from yolonas.data.images import read_image  # noqa: PLC0415
     from yolonas.infer.letterbox import letterbox_batch  # noqa: PLC0415
 
     images = [read_image(dataset.root / f) for f in dataset.files[:n]]
@@ -111,8 +112,8 @@ class _Run:
         return len(self.names)
 
 
-def search(cfg: SearchConfig) -> dict:
-    """Run (or resume) the search that `cfg` describes; returns the summary also written as search.json."""
+def search(cfg: SearchConfig) -> SearchResult:
+    """Run (or resume) the search that `cfg` describes; returns the result also written as search.json."""
     _check(cfg)
     run = _open_run(cfg)
     study = _open_study(run)
@@ -128,17 +129,17 @@ def search(cfg: SearchConfig) -> dict:
     rows = [_row(t, i) for i, t in enumerate(front)]
     result = _summary(run, calibration, cap, trials, todo, search_s)
     if not rows and trials and cap is not None:
-        result["note"] = _no_front_note(trials, cap)
+        result.note = _no_front_note(trials, cap)
     if cfg.measure_front and rows:
-        result["latency_check"], result["measure_s"] = _timed(
+        result.latency_check, result.measure_s = _timed(
             _measure_front, rows[: cfg.measure_front], specs, run.lat, run.num_classes)
     _write_specs(run, rows, specs)
     if cfg.train_top and rows:
         if cfg.proxy != "meco":  # so that the short training ranks the training-free proxy too
             _add_meco(rows, specs, run)
-        result["short_training"], result["train_s"] = _timed(_short_training, rows, run)
-    result["front"] = rows
-    write_report(run.out, result, _points(trials), cfg.proxy, cap)
+        result.short_training, result.train_s = _timed(_short_training, rows, run)
+    result.front = rows
+    write_report(run.out, result.to_dict(), _points(trials), cfg.proxy, cap)
     return result
 
 
@@ -332,17 +333,17 @@ def _no_front_note(trials: list, cap: float) -> str:
     return note
 
 
-def _summary(run: _Run, calibration: dict, cap: float | None, trials: list, todo: int, search_s: float) -> dict:
+def _summary(run: _Run, calibration: dict, cap: float | None, trials: list, todo: int,
+             search_s: float) -> SearchResult:
     """The run's summary before the front: what was searched, on which target, under which cap, how fast."""
     cfg, table = run.cfg, run.lat.table
-    return {"out": str(run.out), "trials": len(trials), "trials_this_run": todo, "search_s": search_s,
-            "space_size": run.space.size(), "target": run.lat.target, "proxy": cfg.proxy, "latency_cap_ms": cap,
-            "latency_cap_ratio": cfg.latency_cap_ratio,
-            "latency_reference": _reference(cfg).name if cfg.latency_cap_ratio else None,
-            "calibration": calibration,
-            "latency_table": {"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
-                              "misses": table.misses},
-            "load_average": list(os.getloadavg())}
+    return SearchResult(
+        out=str(run.out), trials=len(trials), trials_this_run=todo, search_s=search_s, space_size=run.space.size(),
+        target=run.lat.target, proxy=cfg.proxy, latency_cap_ms=cap, latency_cap_ratio=cfg.latency_cap_ratio,
+        latency_reference=_reference(cfg).name if cfg.latency_cap_ratio else None, calibration=calibration,
+        latency_table={"path": str(table.path), "entries": len(table.entries), "hits": table.hits,
+                       "misses": table.misses},
+        load_average=list(os.getloadavg()))
 
 
 def _points(trials: list) -> list[dict]:

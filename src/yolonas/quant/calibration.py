@@ -1,4 +1,4 @@
-"""Calibration: pick images reproducibly, letterbox them like inference, and compute activation ranges once."""
+"""Calibration: letterbox the chosen images like inference, and compute activation ranges once."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolonas.data.dataset import IMAGE_SUFFIXES
+from yolonas.data.images import read_image
 from yolonas.deploy.export import META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_PREPROCESSING, META_QUANTIZATION
 from yolonas.errors import DataError, InputError
 from yolonas.infer.letterbox import letterbox_batch
-from yolonas.infer.sources import read_image
 from yolonas.preprocess import Preprocessing
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -64,38 +63,6 @@ def read_model_info(path: str | Path) -> ModelInfo:
         raise InputError(f"{path}: is already quantized; quantize the float export")
     pre = Preprocessing.from_dict(json.loads(meta[META_PREPROCESSING]))
     return ModelInfo(path, pre, meta.get(META_INPUT, "float") == "uint8", meta)
-
-
-def list_images(source: str | Path, split: str = "train") -> list[Path]:
-    """Image files of a folder (recursively, sorted), or of a data set's split (data.yaml, COCO JSON, folder)."""
-    from yolonas.data import open_dataset  # noqa: PLC0415 - data sets load lazily
-
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such calibration image folder or data set")
-    is_dataset = path.suffix.lower() in (".yaml", ".yml", ".json") or (
-        path.is_dir() and any((path / n).is_file() for n in ("data.yaml", "data.yml")))
-    if is_dataset:
-        files = list(open_dataset(path, split).image_files)
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    else:
-        raise DataError(f"{path}: give an image folder, a data.yaml, a COCO JSON or a dataset folder")
-    if not files:
-        raise DataError(f"{path}: no images found for calibration")
-    return files
-
-
-def select_images(files: list[Path], n: int, seed: int, exclude: list[Path] = ()) -> list[Path]:
-    """`n` files drawn without replacement by `seed` (all when fewer), skipping `exclude`; same seed, same list."""
-    if n < 1:
-        raise InputError(f"the number of images must be at least 1, got {n}")
-    skip = {Path(p) for p in exclude}
-    pool = [Path(f) for f in files if Path(f) not in skip]
-    if not pool:
-        raise DataError("no images left to choose from (all are used for calibration)")
-    order = np.random.default_rng(seed).permutation(len(pool))[:n]
-    return [pool[i] for i in sorted(order.tolist())]
 
 
 def load_batch(files: list[Path], pre: Preprocessing, uint8: bool = False) -> np.ndarray:

@@ -9,6 +9,7 @@ a path it cannot run is listed with the reason.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from yolonas.deploy.timing import bf16_supported, cpu_info
 from yolonas.errors import InputError
 from yolonas.infer.backend import TorchBackend
 from yolonas.infer.predictor import Predictor
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,12 @@ def _openvino_installed() -> bool:
 
 def _int8_files(model, work: Path, calib: str | Path, calib_images: int, seed: int, threads: int) -> dict[str, Path]:
     """The INT8 files: QDQ .onnx for ONNX Runtime and, where OpenVINO imports, NNCF's IR; calibrated on `calib`."""
-    files = {"onnxruntime int8": quantize(model, calib, work / "int8_onnx", fmt="onnx", calib_images=calib_images,
-                                          val_images=0, seed=seed, threads=threads)["output"]}
+    cfg = QuantConfig(calib, work / "int8_onnx", fmt="onnx", calib_images=calib_images, val_images=0, seed=seed,
+                      threads=threads)
+    files = {"onnxruntime int8": quantize(model, cfg).output}
     if _openvino_installed():
-        files["openvino int8"] = quantize(model, calib, work / "int8_openvino", fmt="openvino",
-                                          calib_images=calib_images, val_images=0, seed=seed, threads=threads)["output"]
+        cfg = dataclasses.replace(cfg, out_dir=work / "int8_openvino", fmt="openvino")
+        files["openvino int8"] = quantize(model, cfg).output
     return {k: Path(v) for k, v in files.items()}
 
 
@@ -94,13 +97,13 @@ def _items(source: str | Path | None, data: str | Path | None, limit: int = 16) 
     """The images to time on: files of `source`, else of `data`'s val split, else random arrays (said so)."""
     import numpy as np  # noqa: PLC0415
 
-    from yolonas.quant.calibration import list_images  # noqa: PLC0415
+    from yolonas.data.splits import source_images  # noqa: PLC0415
 
     if source is not None:
-        files = [Path(source)] if Path(source).is_file() else list_images(source, "val")
+        files = [Path(source)] if Path(source).is_file() else source_images(source, "val")
         return files[:limit], str(source)
     if data is not None:
-        return list_images(data, "val")[:limit], f"{data} (val split)"
+        return source_images(data, "val")[:limit], f"{data} (val split)"
     rng = np.random.default_rng(0)
     return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)], "random 640x480 images"
 

@@ -11,61 +11,46 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from yolonas.data.images import select_images
+from yolonas.data.splits import source_images
 from yolonas.deploy.backends import OpenVINOBackend
 from yolonas.deploy.open import is_exported, load_model
 from yolonas.deploy.timing import warn_if_slow_int8
 from yolonas.errors import InputError
-from yolonas.quant.calibration import DEFAULT_PERCENTILE, calibrate, list_images, read_model_info, select_images
-from yolonas.quant.openvino import QUANTIZERS, output_arrays, qdq_to_openvino, quantize_nncf
-from yolonas.quant.ptq import DEFAULT_ACTIVATIONS, prepare, resolve_layers, write_qdq
+from yolonas.quant.calibration import Calibration, calibrate, read_model_info
+from yolonas.quant.config import FineTuned, QuantConfig, QuantResult
+from yolonas.quant.openvino import output_arrays, qdq_to_openvino, quantize_nncf
+from yolonas.quant.ptq import prepare, resolve_layers, write_qdq
 from yolonas.quant.selective import select
 from yolonas.quant.sensitivity import Evaluator, analyze, output_error
 
 log = logging.getLogger(__name__)
 
-MODES = ("ptq", "selective", "qat")
-FORMATS = ("onnx", "openvino")
+Progress = Callable[[int, int, str], None]  # (layer index, layers, layer name) during the sensitivity report
 
 
-def _check(mode: str, fmt: str, quantizer: str | None) -> str:
-    """The quantizer for `fmt` (qdq for ONNX; OpenVINO's default: nncf), after checking the three names."""
-    if mode not in MODES:
-        raise InputError(f"--mode {mode}: use ptq, selective or qat")
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt}: use onnx (QDQ for ONNX Runtime) or openvino (IR)")
-    quantizer = quantizer or ("nncf" if fmt == "openvino" else "qdq")
-    if quantizer not in QUANTIZERS:
-        raise InputError(f"--quantizer {quantizer}: use nncf or qdq")
-    if fmt == "onnx" and quantizer != "qdq":
-        raise InputError("NNCF writes OpenVINO IR: use --format openvino with --quantizer nncf")
-    return quantizer
-
-
-def fine_tune_qat(weights, data, out_dir: str | Path, *, recipe: str | None = None, epochs: int | None = None,
-                  imgsz: int | None = None, device: str = "auto", calib_images: int = 64, seed: int = 0,
-                  activations: str = DEFAULT_ACTIVATIONS, method: str = "percentile",
-                  percentile: float = DEFAULT_PERCENTILE, float_layers=()) -> dict:
-    """The first step of mode `qat`: fine-tune the checkpoint `weights` with fake INT8 on `data`, in
-    `out_dir`/qat, with the recipe it was trained with (or `recipe`) changed for QAT. Returns the epochs, the
-    fine-tuned float weights (last.pt, partially fused) and the run folder; the next steps quantize those weights
-    as ptq does."""
+def fine_tune_qat(weights, cfg: QuantConfig) -> FineTuned:
+    """The first step of mode `qat`: fine-tune the checkpoint `weights` with fake INT8 on `cfg.data`, in
+    `cfg.out_dir`/qat, with the recipe it was trained with (or `cfg.recipe`) changed for QAT. The next steps
+    quantize the fine-tuned float weights (last.pt, partially fused) as ptq does."""
     if not isinstance(weights, (str, Path)):
         raise InputError("QAT fine-tunes a checkpoint file with its training config: give the checkpoint's path")
     if is_exported(weights):
         raise InputError(f"{weights}: QAT trains a checkpoint (.pt), not an exported file")
     from yolonas.quant.qat import qat, training_config  # noqa: PLC0415 - the training machinery only for qat
 
-    overrides = {"run.project": str(out_dir), "run.name": "qat", "run.exist_ok": True, "run.device": device}
-    if imgsz is not None:
-        overrides["data.image_size"] = imgsz
-    cfg = training_config(str(weights), data, recipe, overrides)
-    trained = qat(str(weights), cfg, calib_images=calib_images, seed=seed, activations=activations,
-                  method="minmax" if method == "minmax" else "percentile", percentile=percentile,
-                  float_layers=float_layers, epochs=epochs)
+    overrides = {"run.project": str(cfg.out_dir), "run.name": "qat", "run.exist_ok": True, "run.device": cfg.device}
+    if cfg.imgsz is not None:
+        overrides["data.image_size"] = cfg.imgsz
+    train_cfg = training_config(str(weights), cfg.data, cfg.recipe, overrides)
+    trained = qat(str(weights), train_cfg, calib_images=cfg.calib_images, seed=cfg.seed, activations=cfg.activations,
+                  method="minmax" if cfg.method == "minmax" else "percentile", percentile=cfg.percentile,
+                  float_layers=cfg.float_layers, epochs=cfg.epochs)
     log.info("quantize: QAT fine-tuned %d epochs -> %s", trained.epochs, trained.last)
-    return {"epochs": trained.epochs, "weights": str(trained.last), "run_dir": str(trained.run_dir)}
+    return FineTuned(trained.epochs, str(trained.last), str(trained.run_dir))
 
 
 def _source(model, imgsz: int | None):
@@ -97,98 +82,80 @@ def _float_export(model, out_dir: Path) -> Path:
     return export_onnx(model, float_onnx, batch=1)
 
 
-def _default_output(out_dir: Path, mode: str, fmt: str, quantizer: str) -> Path:
-    if fmt == "onnx":
-        return out_dir / f"model_int8_{mode}.onnx"
-    return out_dir / f"model_int8_{mode}_{quantizer}.xml"
-
-
-def quantize(model, data: str | Path, out_dir: str | Path, *, output: str | Path | None = None,
-             split: str = "train", mode: str = "ptq", fmt: str = "onnx", quantizer: str | None = None,
-             calib_images: int = 64, val_images: int = 16, method: str = "percentile",
-             percentile: float = DEFAULT_PERCENTILE, seed: int = 0, activations: str = DEFAULT_ACTIVATIONS,
-             float_layers=(), max_error: float | None = None, min_speedup: float | None = None, threads: int = 2,
-             preset: str = "performance", imgsz: int | None = None, recipe: str | None = None,
-             epochs: int | None = None, device: str = "auto", progress=None) -> dict:
-    """Quantize `model` (a YoloNAS or a checkpoint / published name, exported here; or a float yolonas .onnx) with
-    images of `data` (`split`); `imgsz`: a square input size for a checkpoint.
+def quantize(model, cfg: QuantConfig, progress: Progress | None = None) -> QuantResult:
+    """Quantize `model` (a YoloNAS or a checkpoint / published name, exported here; or a float yolonas .onnx) as
+    `cfg` says, with images of `cfg.data` (`cfg.split`).
 
     `ptq`: every network conv INT8 except `float_layers`. `selective`: a leave-one-out sensitivity report on
     `val_images` images (none of them calibration images), then the float convs a budget allows. `qat`: first
-    `fine_tune_qat` (the checkpoint's recipe or `recipe`, `epochs`, on `device`), then ptq of the fine-tuned
-    weights. `fmt` onnx writes a QDQ .onnx; openvino an IR by `quantizer` (nncf, with `preset`; or qdq). Writes
-    the float export, ranges, report and result.json to `out_dir`; the quantized file to `output`.
+    `fine_tune_qat`, then ptq of the fine-tuned weights. `fmt` onnx writes a QDQ .onnx; openvino an IR by
+    `quantizer` (nncf, with `preset`; or qdq). Writes the float export, ranges, report and result.json to
+    `out_dir`; the quantized file to `cfg.output_path()`.
     """
-    quantizer = _check(mode, fmt, quantizer)
-    out_dir = Path(out_dir)
-    fine_tuned = None
-    if mode == "qat":
-        fine_tuned = fine_tune_qat(model, data, out_dir, recipe=recipe, epochs=epochs, imgsz=imgsz, device=device,
-                                   calib_images=calib_images, seed=seed, activations=activations, method=method,
-                                   percentile=percentile, float_layers=float_layers)
-        model = fine_tuned["weights"]
-    model = _source(model, imgsz)
-    files = list_images(data, split)
+    cfg = cfg.checked()
+    out_dir = Path(cfg.out_dir)
+    fine_tuned = fine_tune_qat(model, cfg) if cfg.mode == "qat" else None
+    model = _source(fine_tuned.weights if fine_tuned else model, cfg.imgsz)
+    files = source_images(cfg.data, cfg.split)
     warn_if_slow_int8()
     out_dir.mkdir(parents=True, exist_ok=True)
     float_onnx = _float_export(model, out_dir)
-    calib_files = select_images(files, calib_images, seed)
+    calib_files = select_images(files, cfg.calib_images, cfg.seed)
     calib = calibrate(prepare(float_onnx, out_dir / "float_prepared.onnx"), calib_files,
-                      out_dir / f"ranges_{method}.json", method=method, percentile=percentile, seed=seed)
-    output = Path(output) if output else _default_output(out_dir, mode, fmt, quantizer)
-    result = {"mode": mode, "format": fmt, "quantizer": quantizer, "output": str(output), "float_onnx": str(float_onnx),
-              "activations": activations if quantizer == "qdq" else preset, "calibration": calib.describe(),
-              "run_dir": str(out_dir)}
-    if fine_tuned is not None:
-        result["qat"] = fine_tuned
-    evaluator = _evaluator(calib, files, calib_files, val_images, seed, activations, threads)
-    float_nodes = _float_nodes(mode, calib, evaluator, float_layers, max_error, min_speedup, out_dir, data,
-                               progress, result)
-    _write(calib, float_onnx, calib_files, output, float_nodes, mode=mode, fmt=fmt, quantizer=quantizer,
-           activations=activations, preset=preset, seed=seed, out_dir=out_dir)
+                      out_dir / f"ranges_{cfg.method}.json", method=cfg.method, percentile=cfg.percentile,
+                      seed=cfg.seed)
+    output = cfg.output_path()
+    result = QuantResult(mode=cfg.mode, format=cfg.fmt, quantizer=cfg.quantizer, output=str(output),
+                         float_onnx=str(float_onnx),
+                         activations=cfg.activations if cfg.quantizer == "qdq" else cfg.preset,
+                         calibration=calib.describe(), run_dir=str(out_dir), qat=fine_tuned)
+    evaluator = _evaluator(calib, files, calib_files, cfg)
+    float_nodes = _float_nodes(cfg, calib, evaluator, progress, result)
+    _write(calib, float_onnx, calib_files, output, float_nodes, cfg)
     if evaluator is not None:
-        result["output_error"] = _output_error(evaluator, output, float_nodes, fmt, threads)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        result.output_error = _output_error(evaluator, output, float_nodes, cfg.fmt, cfg.threads)
+    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
-def _write(calib, float_onnx: Path, calib_files, output: Path, float_nodes: list[str], *, mode: str, fmt: str,
-           quantizer: str, activations: str, preset: str, seed: int, out_dir: Path) -> None:
+def _write(calib: Calibration, float_onnx: Path, calib_files: list[Path], output: Path, float_nodes: list[str],
+           cfg: QuantConfig) -> None:
     """Write the INT8 file: NNCF's IR, or our QDQ .onnx (converted to an IR for openvino)."""
-    if quantizer == "nncf":
-        quantize_nncf(float_onnx, calib_files, output, float_nodes=float_nodes, preset=preset, seed=seed, mode=mode)
+    if cfg.quantizer == "nncf":
+        quantize_nncf(float_onnx, calib_files, output, float_nodes=float_nodes, preset=cfg.preset, seed=cfg.seed,
+                      mode=cfg.mode)
         return
-    qdq = output if fmt == "onnx" else out_dir / f"model_int8_{mode}_qdq.onnx"
-    write_qdq(calib, qdq, activations=activations, float_layers=float_nodes, mode=mode)
-    if fmt == "openvino":
+    qdq = output if cfg.fmt == "onnx" else Path(cfg.out_dir) / f"model_int8_{cfg.mode}_qdq.onnx"
+    write_qdq(calib, qdq, activations=cfg.activations, float_layers=float_nodes, mode=cfg.mode)
+    if cfg.fmt == "openvino":
         qdq_to_openvino(qdq, output)
 
 
-def _evaluator(calib, files, calib_files, val_images: int, seed: int, activations: str, threads: int):
+def _evaluator(calib: Calibration, files: list[Path], calib_files: list[Path], cfg: QuantConfig) -> Evaluator | None:
     """The sensitivity/error evaluator on images that are not calibration images, or None when there are none."""
     rest = [f for f in files if f not in set(calib_files)]
-    if not rest or val_images <= 0:
+    if not rest or cfg.val_images <= 0:
         return None
-    return Evaluator(calib, select_images(rest, val_images, seed + 1), activations, threads)
+    return Evaluator(calib, select_images(rest, cfg.val_images, cfg.seed + 1), cfg.activations, cfg.threads)
 
 
-def _float_nodes(mode: str, calib, evaluator, float_layers, max_error, min_speedup, out_dir: Path, data,
-                 progress, result: dict) -> list[str]:
+def _float_nodes(cfg: QuantConfig, calib: Calibration, evaluator: Evaluator | None, progress: Progress | None,
+                 result: QuantResult) -> list[str]:
     """The conv nodes kept float: those named (ptq, qat), or those a sensitivity report and budget choose
-    (selective)."""
-    if mode != "selective":
-        return resolve_layers(float_layers, calib.model)
+    (selective; its report and selection go on `result`)."""
+    if cfg.mode != "selective":
+        return resolve_layers(cfg.float_layers, calib.model)
     if evaluator is None:
-        raise InputError(f"{data}: selective quantization needs validation images besides the "
+        raise InputError(f"{cfg.data}: selective quantization needs validation images besides the "
                          f"{len(calib.images)} calibration images; lower --calib-images or use a larger split")
     report = analyze(evaluator, progress=progress)
-    result["report"] = {k: str(v) for k, v in report.save(out_dir).items()}
-    chosen = select(report, evaluator, max_error=max_error, min_speedup_fraction=min_speedup)
-    result["selection"] = chosen.to_dict()
-    return chosen.float_nodes
+    result.report = {k: str(v) for k, v in report.save(Path(cfg.out_dir)).items()}
+    result.selection = select(report, evaluator, max_error=cfg.max_error, min_speedup_fraction=cfg.min_speedup)
+    return result.selection.float_nodes
 
 
-def _output_error(evaluator, output: Path, float_nodes: list[str], fmt: str, threads: int) -> dict:
+def _output_error(evaluator: Evaluator, output: Path, float_nodes: list[str], fmt: str,
+                  threads: int) -> dict[str, float]:
     """Output error of the written file against fp32 on the evaluator's images (the same metric as selection)."""
     if fmt == "onnx":
         e = evaluator.error(nodes=None, float_layers=float_nodes)

@@ -151,7 +151,9 @@ def qat(weights: str, cfg: TrainConfig, *, calib_images: int = 64, seed: int = 0
     with; `qat_config` applies the QAT changes). Calibration images come from the training split, drawn by
     `seed`, letterboxed as at inference. Returns the trainer's `TrainResult`; its best.pt is partially fused and
     float, ready for `yolonas export` and `yolonas quantize`."""
-    from yolonas.quant.calibration import list_images, load_batch, select_images  # noqa: PLC0415
+    from yolonas.data.images import select_images  # noqa: PLC0415
+    from yolonas.data.splits import source_images  # noqa: PLC0415
+    from yolonas.quant.calibration import load_batch  # noqa: PLC0415
     from yolonas.train.trainer import train  # noqa: PLC0415
     from yolonas.weights import load  # noqa: PLC0415
 
@@ -159,7 +161,7 @@ def qat(weights: str, cfg: TrainConfig, *, calib_images: int = 64, seed: int = 0
     device = torch.device(cfg.run.device if cfg.run.device != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    files = select_images(list_images(cfg.data.path, "train"), calib_images, seed)
+    files = select_images(source_images(cfg.data.path, "train"), calib_images, seed)
     pre = dataclasses.replace(model.preprocessing, image_size=(cfg.data.image_size, cfg.data.image_size))
     batches = (torch.from_numpy(load_batch(files[i:i + batch_size], pre)) for i in range(0, len(files), batch_size))
     prepare_qat(model, batches, activations=activations, method=method, percentile=percentile,

@@ -82,18 +82,7 @@ def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float 
         return errors[k]
 
     full = err(0)
-    k_acc = None
-    if max_error is not None:
-        if full <= max_error:
-            k_acc = 0
-        elif err(len(order)) > max_error:
-            k_acc = len(order)  # even every candidate float does not reach the budget: the best we can do
-        else:  # the error falls (about monotonically) with k: bisect for the shortest prefix within budget
-            lo, hi = 0, len(order)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if err(mid) > max_error else (lo, mid)
-            k_acc = hi
+    k_acc = None if max_error is None else _accuracy_prefix(err, len(order), max_error)
     k_lat = None
     if min_speedup_fraction is not None:
         # Only layers whose float copy helps are worth any of the speed-up.
@@ -103,14 +92,7 @@ def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float 
     measured: dict[str, float] = {}
     fraction = None
     if measure:
-        for _ in range(3):  # scattered float islands cost Q/DQ that the profile does not show: time the result
-            measured = measure_latency({"fp32": evaluator.calib.model, "int8": evaluator.variant(),
-                                        "hybrid": evaluator.variant([lay.node for lay in order[:k]])},
-                                       evaluator.batch, evaluator.threads)
-            fraction = (measured["fp32"] - measured["hybrid"]) / max(measured["fp32"] - measured["int8"], 1e-9)
-            if min_speedup_fraction is None or fraction >= min_speedup_fraction or k == 0:
-                break
-            k = k // 2  # the timing says the prefix is too long: halve it and time again
+        k, measured, fraction = _timed_prefix(evaluator, order, k, min_speedup_fraction)
     met = max_error is None or err(k) <= max_error
     if min_speedup_fraction is not None:
         met = met and (fraction if fraction is not None else predicted[k]) >= min_speedup_fraction
@@ -118,3 +100,32 @@ def select(report: SensitivityReport, evaluator: Evaluator, *, max_error: float 
     return Selection([lay.module for lay in chosen], [lay.node for lay in chosen], err(k), full, max_error,
                      min_speedup_fraction, float(predicted[k]), measured, bool(met),
                      [{"k": key, "error": value} for key, value in sorted(errors.items())])
+
+
+def _accuracy_prefix(err, n: int, max_error: float) -> int:
+    """The shortest prefix length k (of n candidates) whose output error err(k) is within `max_error`; n when even
+    every candidate float does not reach it (the best there is)."""
+    if err(0) <= max_error:
+        return 0
+    if err(n) > max_error:
+        return n
+    lo, hi = 0, n  # the error falls (about monotonically) with k: bisect for the shortest prefix within budget
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if err(mid) > max_error else (lo, mid)
+    return hi
+
+
+def _timed_prefix(evaluator: Evaluator, order: list, k: int,
+                  min_speedup_fraction: float | None) -> tuple[int, dict[str, float], float]:
+    """(k, latencies, speed-up fraction kept) after timing the hybrid: scattered float islands cost Q/DQ that the
+    profile does not show, so a prefix the timing finds too slow is halved and timed again (three tries)."""
+    for _ in range(3):
+        measured = measure_latency({"fp32": evaluator.calib.model, "int8": evaluator.variant(),
+                                    "hybrid": evaluator.variant([lay.node for lay in order[:k]])},
+                                   evaluator.batch, evaluator.threads)
+        fraction = (measured["fp32"] - measured["hybrid"]) / max(measured["fp32"] - measured["int8"], 1e-9)
+        if min_speedup_fraction is None or fraction >= min_speedup_fraction or k == 0:
+            break
+        k = k // 2
+    return k, measured, fraction

@@ -20,6 +20,7 @@ call), report and plot (one data set's table, notes, JSON and frontier figure), 
 
 from __future__ import annotations
 
+from yolonas.deploy.timing import torch_threads
 from yolonas.showdown.budget import epochs_for_budget
 from yolonas.showdown.campaign import run_model, run_showdown
 from yolonas.showdown.child import INSTALL_HINT, check_peers, peer_missing
@@ -42,7 +43,6 @@ from yolonas.showdown.plot import frontier_figure, plot_frontier
 from yolonas.showdown.report import REPORT_FILES, markdown_table, write_report
 from yolonas.showdown.rows import ShowdownRow, load_rows
 from yolonas.showdown.summary import SUMMARY_FILES, mean_rows, write_summary
-from yolonas.showdown.threads import torch_threads
 
 __all__ = [
     "DEFAULT_MODELS", "DEFAULT_NOISE", "FAMILIES", "INSTALL_HINT", "NMS_FREE", "OURS", "PEERS", "REPORT_FILES",

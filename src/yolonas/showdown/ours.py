@@ -12,12 +12,13 @@ import torch
 from yolonas.arch.summary import summarize
 from yolonas.deploy.backends import load_backend
 from yolonas.deploy.export import export_onnx
+from yolonas.deploy.timing import torch_threads
 from yolonas.eval.validate import validate
 from yolonas.infer import Predictor
 from yolonas.infer.postprocess import VAL_NMS
+from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
 from yolonas.showdown.config import ShowdownConfig
-from yolonas.showdown.threads import torch_threads
 from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
@@ -69,13 +70,14 @@ def score_fp32(last: Path, cfg: ShowdownConfig, dataset, device: str, out: Path)
 def score_int8(onnx_fp32: Path, cfg: ShowdownConfig, dataset, out: Path, threads: int, seed: int) -> dict:
     """Quantize the fp32 ONNX file to an OpenVINO IR with NNCF (our fastest INT8 path on the CPU: PTQ on train
     images) and score the IR through OpenVINO; the row's fields."""
-    q = quantize(str(onnx_fp32), cfg.data, out / "quant", output=out / "model_int8.xml", split=cfg.train_split,
-                 mode="ptq", fmt="openvino", calib_images=cfg.calib_images, val_images=0, seed=seed, threads=threads)
-    ir = Path(q["output"])
+    q = quantize(str(onnx_fp32), QuantConfig(cfg.data, out / "quant", output=out / "model_int8.xml",
+                                             split=cfg.train_split, mode="ptq", fmt="openvino",
+                                             calib_images=cfg.calib_images, val_images=0, seed=seed, threads=threads))
+    ir = Path(q.output)
     predictor = Predictor(load_backend(ir, threads=threads), nms=VAL_NMS, batch_size=1)
     int8 = validate(predictor, dataset, batch_size=1, save_predictions=out / "pred_int8.json")
     return {"AP_int8": int8.AP, "AP50_int8": int8.AP50, "int8_ir": str(ir),
-            "int8_recipe": f"yolonas quantize --format openvino: NNCF PTQ, {q['activations']} preset (int8 "
+            "int8_recipe": f"yolonas quantize --format openvino: NNCF PTQ, {q.activations} preset (int8 "
                            "per-channel symmetric weights, int8 symmetric per-tensor activations), box decode float; "
                            f"{cfg.calib_images} train images (seed {seed})"}
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 from yolonas.data import open_dataset
-from yolonas.data.splits import data_yaml_of
+from yolonas.data.images import select_images
+from yolonas.data.splits import data_yaml_of, source_images
 from yolonas.data.yolo import label_path, read_data_yaml
 from yolonas.errors import InputError
 from yolonas.eval.coco import coco_metrics
-from yolonas.quant.calibration import list_images, select_images
 from yolonas.showdown.child import peer_script
 from yolonas.showdown.config import ShowdownConfig, nms_free
 
@@ -97,7 +97,7 @@ def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threa
     if nms_free(model):
         cmd.append("--nms-free")
     if cfg.int8:
-        calib = select_images(list_images(cfg.data, cfg.train_split), cfg.calib_images, seed)
+        calib = select_images(source_images(cfg.data, cfg.train_split), cfg.calib_images, seed)
         (out / "calib_images.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in calib))
         calib_yaml = calib_data(cfg.data, calib, out / "calib_data")
         cmd += ["--int8-data", str(calib_yaml), "--calib-images", str(len(calib))]

@@ -28,7 +28,8 @@ import numpy as np
 import yaml
 
 from yolonas.arch.model import YoloNAS
-from yolonas.data.yolo import ignore_path, label_path, list_images, read_data_yaml, split_images, write_yolo_labels
+from yolonas.data.images import list_images
+from yolonas.data.yolo import ignore_path, label_path, read_data_yaml, split_images, write_yolo_labels
 from yolonas.errors import InputError
 from yolonas.infer.detections import Detections
 from yolonas.infer.postprocess import NMSConfig
@@ -112,6 +113,34 @@ def _place_image(src: Path, dst: Path, link: bool) -> None:
     shutil.copy2(src, dst)
 
 
+def _images_to_label(images: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path]:
+    """(the image files, the folder their output paths are relative to): a folder's images, recursively, or a list."""
+    if isinstance(images, (str, Path)):
+        root = Path(images)
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder of images")
+        paths = list_images(root)
+    else:
+        paths = [Path(p) for p in images]
+        root = Path(os.path.commonpath([p.parent.absolute() for p in paths])) if paths else Path(".")
+    if not paths:
+        raise InputError(f"{images}: no images to label")
+    return paths, root
+
+
+def _write_data_file(out: Path, fmt: str, names: list[str], coco_images: list[dict], coco_anns: list[dict]) -> Path:
+    """The labelled set's data.yaml (YOLO) or annotations.json (COCO)."""
+    if fmt == "yolo":
+        data = out / "data.yaml"
+        data.write_text(yaml.safe_dump({"path": ".", "train": "images", "val": "images", "nc": len(names),
+                                        "names": names}, sort_keys=False))
+    else:
+        data = out / "annotations.json"
+        data.write_text(json.dumps({"images": coco_images, "annotations": coco_anns, "categories": [
+            {"id": i + 1, "name": n} for i, n in enumerate(names)]}))
+    return data
+
+
 def pseudo_label(teacher: YoloNAS | str | Path, images: str | Path | Sequence[str | Path], out_dir: str | Path,
                  threshold: float | Sequence[float] | dict[str, float] = 0.5, ignore_below: float = 0.2,
                  fmt: str = "yolo", batch_size: int = 8, device: str = "cpu", link: bool = True,
@@ -124,16 +153,7 @@ def pseudo_label(teacher: YoloNAS | str | Path, images: str | Path | Sequence[st
     thr = class_thresholds(threshold, names)
     if not 0 < ignore_below <= float(thr.min()):
         raise InputError(f"ignore_below must lie in (0, the lowest threshold {thr.min():g}], got {ignore_below:g}")
-    if isinstance(images, (str, Path)):
-        root = Path(images)
-        if not root.is_dir():
-            raise InputError(f"{root}: not a folder of images")
-        paths = list_images(root)
-    else:
-        paths = [Path(p) for p in images]
-        root = Path(os.path.commonpath([p.parent.absolute() for p in paths])) if paths else Path(".")
-    if not paths:
-        raise InputError(f"{images}: no images to label")
+    paths, root = _images_to_label(images)
     out = Path(out_dir)
     for sub in ("images", "labels", "ignore"):  # a rerun replaces, never mixes with, an earlier one
         shutil.rmtree(out / sub, ignore_errors=True)
@@ -168,14 +188,7 @@ def pseudo_label(teacher: YoloNAS | str | Path, images: str | Path | Sequence[st
                                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                                   "iscrowd": int(crowd), "score": float(s)})
     n_images = len(paths) - len(predictor.skipped)
-    if fmt == "yolo":
-        data = out / "data.yaml"
-        data.write_text(yaml.safe_dump({"path": ".", "train": "images", "val": "images", "nc": len(names),
-                                        "names": names}, sort_keys=False))
-    else:
-        data = out / "annotations.json"
-        data.write_text(json.dumps({"images": coco_images, "annotations": coco_anns, "categories": [
-            {"id": i + 1, "name": n} for i, n in enumerate(names)]}))
+    data = _write_data_file(out, fmt, names, coco_images, coco_anns)
     report = PseudoLabelReport(
         images=n_images, boxes_per_class=dict(zip(names, counts.tolist())),
         ignored_per_class=dict(zip(names, ignored.tolist())), images_without_boxes=empty,

@@ -1,39 +1,45 @@
-"""The trainer: data, model, loss, optimizer + EMA, AMP, DDP, validation, checkpoints and exact resume."""
+"""The trainer: data, model, loss, optimizer + EMA, AMP, DDP, validation and exact resume. Its checkpoints are
+written by train.checkpoint, its record (results.csv, TensorBoard, the per-epoch lines) by train.runlog."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import logging
 import math
-import os
-import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DistributedSampler
 
-from yolonas.arch.blocks import QARepVGGBlock, RepVGGBlock
 from yolonas.arch.model import YoloNAS, build
-from yolonas.arch.spec import BUILTIN, ArchSpec
-from yolonas.data.loader import TrainDataset, make_loader, memory_available, training_transforms
+from yolonas.arch.spec import ArchSpec
+from yolonas.data.loader import TrainDataset, make_loader
 from yolonas.data.splits import open_splits
 from yolonas.data.tiles import TiledDataset
-from yolonas.data.transforms import Compose
-from yolonas.errors import CheckpointError, InputError
+from yolonas.errors import CheckpointError, InputError, Terminated
 from yolonas.eval.coco import STAT_NAMES
-from yolonas.eval.plots import plot_training_curves
 from yolonas.eval.validate import validate
 from yolonas.infer.tiling import TileConfig
-from yolonas.preprocess import Preprocessing
-from yolonas.train.config import AugmentationConfig, ModelConfig, TrainConfig, load_recipe
+from yolonas.train.build import (
+    build_model,
+    build_transforms,
+    channels_last,
+    freeze_unused,
+    seed_everything,
+    training_preprocessing,
+)
+from yolonas.train.checkpoint import (
+    CheckpointWriter,
+    ResumeState,
+    read_resumed,
+    resume_path,
+    resumed_config,
+    set_rng_state,
+)
+from yolonas.train.config import TrainConfig, load_recipe
 from yolonas.train.distill import KD_KEYS, Distiller
 from yolonas.train.distributed import (
     DistInfo,
@@ -48,13 +54,13 @@ from yolonas.train.distributed import (
 from yolonas.train.ema import ModelEMA, unwrap
 from yolonas.train.loss import PPYoloELoss, anchors_in_boxes
 from yolonas.train.optim import FlatGrads, build_optimizer, build_scheduler
-from yolonas.weights import load, load_state_strict, read_checkpoint, save_checkpoint
+from yolonas.train.progress import EpochProgress
+from yolonas.train.runlog import CSV_COLUMNS, LOSS_KEYS, METRIC_KEYS, RunLog, stopped_lines
+from yolonas.train.signals import sigterm_raises
+from yolonas.weights import load_state_strict
 
-CSV_COLUMNS = ("epoch", "lr", "loss_cls", "loss_iou", "loss_dfl", "loss", "AP", "AP50", "AP75", "APs", "APm", "APl",
-               "time")
-LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl", "loss")
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CPU_RECIPE = "cpu_s320"  # the recipe the CPU estimate suggests when it would train at a smaller size
+ESTIMATE_AFTER_STEPS = 3  # the CPU time estimate is taken over these steps, after the first
 
 logger = logging.getLogger(__name__)
 
@@ -64,155 +70,12 @@ class TrainResult:
     """Where a run left its files and what it reached."""
 
     run_dir: Path | None  # None on DDP ranks other than 0, which write nothing
-    best: Path | None
+    best: Path | None  # None when no best.pt exists (never validated; DDP ranks other than 0)
     last: Path | None
     epochs: int  # epochs completed
     best_epoch: int  # 1-based epoch of best.pt (0: never validated)
     best_fitness: float  # the run.best_metric of best.pt
     metrics: dict = field(default_factory=dict)  # the last validation's metrics
-
-
-ESTIMATE_AFTER_STEPS = 3  # the CPU time estimate is taken over these steps, after the first
-
-# ------------------------------------------------------------------------------------------------ building
-
-
-def run_folder(root: str | Path, name: str | None = None, exist_ok: bool = False) -> Path:
-    """Where a run writes (not made here): root/name; when that exists and not `exist_ok`, the first free of
-    name2, name3, ...; without a name, the first free of exp, exp2, ..."""
-    base = Path(root) / (name or "exp")
-    path, n = base, 2
-    while path.exists() and not exist_ok:
-        path, n = base.with_name(f"{base.name}{n}"), n + 1
-    return path
-
-
-def build_model(cfg: ModelConfig, class_names: list[str], log: Callable[[str], None] = logger.info) -> YoloNAS:
-    """The model to train for `class_names`: a spec from scratch, or loaded weights with the classes adapted."""
-    name = cfg.name
-    if name in BUILTIN and cfg.pretrained is None:
-        return build(BUILTIN[name](), class_names=class_names)
-    if Path(name).suffix in (".yaml", ".yml"):
-        return load(name, class_names=class_names)
-    model = load(name, pretrained=cfg.pretrained)
-    source = f"{name} ({cfg.pretrained})" if cfg.pretrained else name
-    if list(model.class_names) == list(class_names):
-        log(f"fine-tuning {source}: its {len(class_names)} classes match the data set's")
-    elif model.num_classes == len(class_names) and all(n == str(i) for i, n in enumerate(model.class_names)):
-        log(f"fine-tuning {source}: its classes are unnamed; naming them after the data set's {len(class_names)}")
-        model.class_names = list(class_names)
-    else:
-        log(f"fine-tuning {source}: its {model.num_classes} classes differ from the data set's {len(class_names)}; "
-            f"replacing the classification layers (everything else is kept)")
-        model.replace_classes(list(class_names))
-    return model
-
-
-def freeze_unused(model: nn.Module) -> None:
-    """Stop gradients to parameters the training forward never uses: RepVGG blocks' `rbr_reparam` before fusing.
-
-    They exist only so state dicts match super-gradients'; DDP fails on parameters that get no gradient.
-    """
-    for m in model.modules():
-        if isinstance(m, (QARepVGGBlock, RepVGGBlock)) and m.fused is None:
-            m.rbr_reparam.requires_grad_(False)
-
-
-def build_transforms(aug: AugmentationConfig, dataset, image_size: int, keep_crowd: bool = False,
-                     processes: int = 1) -> Compose:
-    """The training transforms of `aug`: mosaic, affine, mixup, HSV, flip, channel swap, letterbox; the decoded
-    images cached in a quarter of the free memory, shared by the `processes` (DDP ranks) of this machine."""
-    cache_gb = memory_available() / 4 / max(1, processes) / 2**30
-    return training_transforms(dataset, image_size, mosaic=aug.mosaic, mixup=aug.mixup, degrees=aug.degrees,
-                               translate=aug.translate, scale=aug.scale, shear=aug.shear, hsv=aug.hsv,
-                               hsv_gains=aug.hsv_gains, flip=aug.flip, channel_swap=aug.channel_swap,
-                               pad_value=aug.pad_value, keep_crowd=keep_crowd, cache_gb=cache_gb)
-
-
-def training_preprocessing(image_size: int) -> Preprocessing:
-    """What validation and predict use for a model trained at `image_size`: the letterbox the loader ends with."""
-    return Preprocessing(image_size=(image_size, image_size), longest_side=None, pad="center", pad_value=114)
-
-
-# ------------------------------------------------------------------------------------------------ RNG state
-
-
-def rng_state() -> dict:
-    """torch, CUDA, numpy and Python RNG states as tensors and plain types (a weights_only checkpoint holds them)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, py_state, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": list(py_state), "gauss": gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
-        # warn_only: an op without a deterministic kernel warns instead of stopping a long run.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-# ------------------------------------------------------------------------------------------------ the trainer
-
-
-def channels_last(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """Lay the network out NHWC for training; returns the layout its input images should have.
-
-    NHWC makes a CPU training step of yolo_nas_s 1.1-1.15x faster (oneDNN skips its reorders) and a CUDA step with
-    AMP 1.2-1.5x. On the CPU the stem and the images stay NCHW: oneDNN's backward of a stride-2 1x1 convolution
-    over fewer than 16 channels in NHWC (the stem's 1x1 branch over RGB) kills the process (torch 2.14.1).
-    """
-    model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        return torch.channels_last
-    stem = getattr(getattr(model, "backbone", None), "stem", None)
-    if stem is not None:
-        stem.to(memory_format=torch.contiguous_format)
-    return torch.contiguous_format
-
-
-@dataclass
-class ResumeState:
-    """Where a run stands: what last.pt records so that a resumed run continues exactly (under the same keys as
-    always, so older last.pt files load)."""
-
-    epoch: int = 0  # epochs completed (and saved)
-    step: int = 0  # optimizer steps taken
-    best_fitness: float = -1.0  # the run.best_metric of best.pt
-    best_epoch: int = 0  # 1-based epoch of best.pt (0: never validated)
-    rng: dict | None = None  # the RNG states to continue from (rng_state()); captured at each save
-
-    def to_checkpoint(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "best_fitness": self.best_fitness,
-                "best_epoch": self.best_epoch, "rng": self.rng}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> ResumeState:
-        return cls(epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), best_fitness=float(ckpt.get("best_fitness", -1.0)),
-                   best_epoch=int(ckpt.get("best_epoch", 0)), rng=ckpt.get("rng"))
 
 
 class Trainer:
@@ -226,9 +89,9 @@ class Trainer:
                  model: YoloNAS | None = None):
         self.on_epoch_end = on_epoch_end
         self.dist: DistInfo = dist_info_from_env()
-        self.resume_path = self._resume_path(cfg)
-        ckpt = self._read_resumed(self.resume_path) if self.resume_path is not None else None
-        self.cfg = self._resumed_config(cfg, ckpt) if ckpt is not None else cfg
+        self.resume_path = resume_path(cfg)
+        ckpt = read_resumed(self.resume_path) if self.resume_path is not None else None
+        self.cfg = resumed_config(cfg, ckpt) if ckpt is not None else cfg
         if self.cfg.run.best_metric not in STAT_NAMES:  # checked now, not after the first epoch has trained
             raise InputError(f"run.best_metric {self.cfg.run.best_metric!r} is not one of {', '.join(STAT_NAMES)}")
         self.device = device_for_rank(self.cfg.run.device, self.dist)
@@ -248,36 +111,6 @@ class Trainer:
         return self.state.step
 
     # -------------------------------------------------------------------------------------------- set-up steps
-
-    @staticmethod
-    def _resume_path(cfg: TrainConfig) -> Path | None:
-        if cfg.run.resume is False or cfg.run.resume is None or cfg.run.resume == "":
-            return None
-        if cfg.run.resume is True:
-            path = Path(cfg.run.project) / cfg.run.name / "weights" / "last.pt"
-        else:
-            path = Path(str(cfg.run.resume))
-            if path.is_dir():
-                path = path / "weights" / "last.pt" if (path / "weights").is_dir() else path / "last.pt"
-        if not path.is_file():
-            raise CheckpointError(f"{path}: nothing to resume (no such last.pt); check --name or give its path")
-        return path
-
-    @staticmethod
-    def _read_resumed(path: Path) -> dict:
-        ckpt = read_checkpoint(path)
-        if "optimizer" not in ckpt or "config" not in ckpt:
-            raise CheckpointError(f"{path}: not a last.pt written by training (no optimizer state); "
-                                  f"to start from its weights use --model {path}")
-        return ckpt
-
-    @staticmethod
-    def _resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
-        """The checkpoint's config, so the run continues as it started; only where and how verbosely may change."""
-        saved = TrainConfig.from_dict(ckpt["config"], "checkpoint config")
-        run = dataclasses.replace(saved.run, device=cfg.run.device, verbose=cfg.run.verbose, resume=cfg.run.resume)
-        data = dataclasses.replace(saved.data, workers=cfg.data.workers)
-        return dataclasses.replace(saved, run=run, data=data)
 
     def _open_data(self) -> None:
         """The training and validation data sets: one object when both splits name the same images."""
@@ -400,47 +233,22 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
 
     def _open_run(self) -> None:
-        """The run folder (rank 0 only), TensorBoard when installed, and the lines that describe the run."""
-        self.run_dir = self._make_run_dir() if self.dist.is_main else None
-        self.weights_dir = self.run_dir / "weights" if self.run_dir else None
-        self.tb = self._tensorboard()
-        if self.dist.is_main:
-            self._describe()
-
-    def _make_run_dir(self) -> Path:
-        """The resumed run's folder, or a new one; with config.yaml and results.csv cut back to the resumed epoch."""
-        if self.resume_path is not None:
-            parent = self.resume_path.parent
-            run_dir = parent.parent if parent.name == "weights" else parent
-        else:
-            run_dir = run_folder(self.cfg.run.project, self.cfg.run.name, self.cfg.run.exist_ok)
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-        self.cfg.to_yaml(run_dir / "config.yaml")
-        self._trim_csv(run_dir / "results.csv", self.start_epoch, self.csv_columns)
-        return run_dir
-
-    @staticmethod
-    def _trim_csv(path: Path, epochs_done: int, columns: tuple[str, ...] = CSV_COLUMNS) -> None:
-        """Drop rows past the resumed epoch (written before an interruption the checkpoint did not see)."""
-        if not path.is_file():
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epochs_done)
-
-    def _tensorboard(self):
+        """The run folder and its record (rank 0 only; TensorBoard when installed), the checkpoint writer, and the
+        lines that describe the run."""
+        self.run_log = self.checkpoints = None
+        self.run_dir = self.weights_dir = None
         if not self.dist.is_main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional dependency
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.run_dir))
+            return
+        self.run_log = RunLog.open(self.cfg, self.resume_path, self.start_epoch, self.csv_columns, self.loss_keys,
+                                   self.log)
+        self.run_dir = self.run_log.run_dir
+        self.weights_dir = self.run_dir / "weights"
+        self.checkpoints = CheckpointWriter(self.weights_dir, self.cfg, self.model, self.ema, self.optimizer,
+                                            self.scheduler, self.scaler, self.distiller, self.state)
+        self._describe()
 
     def _describe(self) -> None:
+        """The lines that open a run: its data, model, schedule, device, distillation and resume, and its folder."""
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
@@ -470,23 +278,27 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- the loop
 
     def fit(self) -> TrainResult:
-        """Train from `start_epoch` to `schedule.epochs`, validating and checkpointing; return where it all went."""
+        """Train from `start_epoch` to `schedule.epochs`, validating and checkpointing; return where it all went.
+
+        Ctrl-C, and SIGTERM (raised as `Terminated`), stop the run after saying which weights exist and how to
+        resume; the exception goes on to the caller."""
         cfg = self.cfg
         if self.state.rng is not None:  # resumed: continue the random streams where last.pt left them
             set_rng_state(self.state.rng)
-        for epoch in range(self.start_epoch, cfg.schedule.epochs):
-            try:
-                self.run_epoch(epoch)
-            except KeyboardInterrupt:
-                self._interrupted(epoch)
-                raise
-        if self.tb is not None:
-            self.tb.close()
+        with sigterm_raises():
+            for epoch in range(self.start_epoch, cfg.schedule.epochs):
+                try:
+                    self.run_epoch(epoch)
+                except KeyboardInterrupt as stop:
+                    self._interrupted(epoch, "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C")
+                    raise
+        if self.run_log is not None:
+            self.run_log.close()
         if self.skipped_steps.item() and self.dist.is_main:
             logger.warning(f"{int(self.skipped_steps.item())} optimizer steps skipped for non-finite gradients")
-        w = self.weights_dir
-        return TrainResult(self.run_dir, w / "best.pt" if w else None, w / "last.pt" if w else None,
-                           cfg.schedule.epochs, self.state.best_epoch, self.state.best_fitness, self.metrics)
+        written = self.checkpoints.existing() if self.checkpoints is not None else {}
+        return TrainResult(self.run_dir, written.get("best"), written.get("last"), cfg.schedule.epochs,
+                           self.state.best_epoch, self.state.best_fitness, self.metrics)
 
     def run_epoch(self, epoch: int) -> None:
         """Train one epoch, validate when due, log and checkpoint it."""
@@ -501,18 +313,15 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(self, epoch + 1)
 
-    def _interrupted(self, epoch: int) -> None:
-        """Say where an interrupted run stands and the exact command that resumes it."""
+    def _interrupted(self, epoch: int, reason: str) -> None:
+        """Say where a stopped run stands: the weights that exist, one line each, and the command that resumes it."""
         if not self.dist.is_main:
             return
-        last = self.weights_dir / "last.pt" if self.weights_dir else None
-        if last is None or not last.is_file():
-            logger.warning(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}, before any "
-                           f"checkpoint: nothing to resume; {self.run_dir} holds the run so far")
-            return
-        logger.warning(f"\ninterrupted in epoch {epoch + 1} of {self.cfg.schedule.epochs}; {last} holds epoch "
-                       f"{self.state.epoch} (best so far: epoch {self.state.best_epoch}). Resume with:\n"
-                       f"  yolonas train --resume {last}")
+        c = self.checkpoints
+        for line in stopped_lines(reason, epoch + 1, self.cfg.schedule.epochs, c.existing(), self.run_dir,
+                                  last_epoch=c.last_epoch, best_epoch=c.best_epoch, best_fitness=c.best_fitness,
+                                  metric=self.cfg.run.best_metric, val_every=self.cfg.run.val_every):
+            logger.warning(line)
 
     def set_epoch(self, epoch: int) -> None:
         """Everything epoch-dependent in the data: the sampler's permutation, per-item RNG, mosaic closing."""
@@ -617,10 +426,10 @@ class Trainer:
             if torch.isfinite(norm):  # a device synchronisation, on optimizers without a fused kernel only
                 self.optimizer.step()
 
-    def _progress(self, epoch: int):
+    def _progress(self, epoch: int) -> EpochProgress:
         """A context giving `advance(losses)`: a rich progress bar with live losses on rank 0 when verbose."""
-        return _Progress(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}", len(self.loader),
-                         enabled=self.dist.is_main and self.cfg.run.verbose, keys=self.loss_keys)
+        return EpochProgress(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}", len(self.loader),
+                             enabled=self.dist.is_main and self.cfg.run.verbose, keys=self.loss_keys)
 
     @property
     def eval_model(self) -> YoloNAS:
@@ -634,19 +443,14 @@ class Trainer:
         return metrics.to_dict()
 
     def end_epoch(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict, seconds: float) -> None:
-        """Log, pick best, write checkpoints (rank 0), keep ranks together; `lr` is the epoch's first."""
+        """Record, pick best, write checkpoints (rank 0), keep ranks together; `lr` is the epoch's first."""
         self.state.epoch = epoch + 1
         if self.dist.is_main:
-            row = {"epoch": epoch + 1, "lr": lr, **losses, **{k: metrics.get(k, "") for k in METRIC_KEYS},
-                   "time": round(seconds, 2)}
-            self._record(row)
-            self._save(best=self._keep_best(metrics))
-            summary = " ".join(f"{k.removeprefix('loss_')} {losses[k]:.3f}" for k in self.loss_keys)
-            if metrics:
-                summary += " | " + " ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50"))
-            self.log(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}: {summary} | lr {lr:.3g} | {seconds:.1f}s")
-            if self.cfg.run.plots:
-                plot_training_curves(self.run_dir / "results.csv", self.run_dir / "results.png")
+            self.run_log.record({"epoch": epoch + 1, "lr": lr, **losses, **{k: metrics.get(k, "") for k in METRIC_KEYS},
+                                 "time": round(seconds, 2)})
+            best = self._keep_best(metrics)
+            self.checkpoints.save(self.state, self.metrics, best)
+            self.run_log.report(epoch + 1, losses, metrics, lr, seconds)
         barrier(self.dist)
 
     def _keep_best(self, metrics: dict) -> bool:
@@ -659,92 +463,6 @@ class Trainer:
             return False
         self.state.best_fitness, self.state.best_epoch = fitness, self.state.epoch
         return True
-
-    def _record(self, row: dict) -> None:
-        """Append the epoch's row to results.csv and TensorBoard."""
-        path = self.run_dir / "results.csv"
-        new = not path.is_file()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.csv_columns)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and v != "":
-                    group = "train" if k in self.loss_keys else "val"
-                    self.tb.add_scalar(k if k in ("lr", "time") else f"{group}/{k}", v, row["epoch"])
-
-    def _save(self, best: bool) -> None:
-        """last.pt: everything a resume needs; best.pt too when this epoch is the best so far."""
-        self.state.rng = rng_state()
-        state = self.state.to_checkpoint()
-        common = {"epoch": state["epoch"], "metrics": self.metrics, "config": self.cfg.to_dict(),
-                  "best_fitness": state["best_fitness"], "best_epoch": state["best_epoch"]}
-        save_checkpoint(
-            self.model, self.weights_dir / "last.pt", **common, step=state["step"], rng=state["rng"],
-            ema_state_dict=self.ema.state_dict() if self.ema is not None else None,
-            ema_updates=self.ema.updates if self.ema is not None else 0,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
-            distill_state_dict=self.distiller.loss.state_dict() if self.distiller is not None else None)
-        if best:
-            save_checkpoint(self.eval_model, self.weights_dir / "best.pt", **common)
-
-
-class _Progress:
-    """A rich progress bar for one epoch whose description shows the running mean losses."""
-
-    def __init__(self, title: str, total: int, enabled: bool, keys: tuple[str, ...] = LOSS_KEYS,
-                 read_every_s: float = 1.0):
-        self.title, self.total, self.enabled, self.keys = title, total, enabled, keys
-        self.sums, self.n = None, 0
-        # The losses live on the device: reading them waits for it, so the text is refreshed at most this often.
-        self.read_every_s, self.last_read = read_every_s, -math.inf
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda losses: None
-        from rich.progress import (  # noqa: PLC0415 - rich draws only when there is someone to see it
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), transient=True,
-                            disable=not sys.stdout.isatty())
-        self.bar.start()
-        self.task = self.bar.add_task(self.title, total=self.total, losses="")
-        return self.advance
-
-    def advance(self, losses: torch.Tensor) -> None:
-        values = losses.detach().float()
-        self.sums = values if self.sums is None else self.sums + values
-        self.n += 1
-        now = time.perf_counter()
-        if now - self.last_read < self.read_every_s and self.n < self.total:
-            self.bar.update(self.task, advance=1)
-            return
-        self.last_read = now
-        mean = (self.sums / self.n).tolist()
-        text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in zip(self.keys, mean))
-        self.bar.update(self.task, advance=1, losses=text)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
-
-
-def resumed_recipe(cfg: TrainConfig) -> TrainConfig:
-    """The config the run that `cfg.run.resume` names was started with (read from its last.pt): a resumed run
-    keeps its own settings, and only what the user states again changes."""
-    path = Trainer._resume_path(cfg)
-    return TrainConfig.from_dict(read_checkpoint(path)["config"], f"{path}: config")
 
 
 def train(cfg: TrainConfig, on_epoch_end: Callable[[Trainer, int], None] | None = None,
