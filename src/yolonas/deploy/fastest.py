@@ -21,7 +21,7 @@ import numpy as np
 
 from yolonas.deploy.backends import OnnxRuntimeBackend, OpenVINOBackend
 from yolonas.deploy.export import export_onnx
-from yolonas.deploy.open import is_exported, load_model
+from yolonas.deploy.files import is_exported, load_model
 from yolonas.deploy.timing import bf16_supported, cpu_info, time_blocks
 from yolonas.errors import InputError
 from yolonas.infer.backend import Backend, TorchBackend

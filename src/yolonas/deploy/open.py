@@ -7,37 +7,20 @@ Predictor out.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
-from yolonas.arch.model import YoloNAS
 from yolonas.deploy.backends import load_backend
+from yolonas.deploy.files import has_random_weights, is_exported, load_model
 from yolonas.errors import InputError
 from yolonas.infer.backend import Backend, TorchBackend
 from yolonas.infer.postprocess import NMSConfig
 from yolonas.infer.predictor import Predictor
 from yolonas.infer.tiling import TileConfig
-from yolonas.weights import load
 
 log = logging.getLogger(__name__)
 
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
 TORCH_RUNTIMES = (None, "auto", "torch")  # what runs a checkpoint; for an exported file: pick by its suffix
-
-
-def is_exported(path) -> bool:
-    """True when `path` names an exported file (by its suffix) rather than a checkpoint, spec or published name."""
-    return isinstance(path, (str, Path)) and Path(path).suffix.lower() in EXPORTED_SUFFIXES
-
-
-def load_model(name: str | Path, imgsz: int | None = None) -> YoloNAS:
-    """The YoloNAS that a published name, a spec YAML or a checkpoint names; with `imgsz`, a square input of that
-    size, the image fitted inside it."""
-    net = load(name)
-    if imgsz is not None:
-        net.preprocessing = dataclasses.replace(net.preprocessing, image_size=(imgsz, imgsz), longest_side=None)
-    return net
 
 
 def open_backend(path: str | Path, *, imgsz: int | None = None, device: str = "cpu", runtime: str | None = None,
@@ -99,8 +82,3 @@ def open_predictor(path: str | Path, *, imgsz: int | None = None, device: str = 
         log.warning("%s has random weights (no checkpoint given), so its detections are noise; pass a trained "
                     "checkpoint: --weights runs/train/<name>/weights/best.pt", path)
     return Predictor(backend, nms=nms, batch_size=batch, tiles=tiles)
-
-
-def has_random_weights(path: str | Path) -> bool:
-    """A published name or a spec file without a checkpoint: a network whose weights nobody trained."""
-    return not is_exported(path) and (Path(path).suffix.lower() in (".yaml", ".yml") or not Path(path).exists())
