@@ -12,10 +12,10 @@ $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
 
 # torch/torchvision first, pinned to the releases this project supports (pip takes them from the local wheel
-# cache where there is one), then the package with its test extras, then SAHI (see below).
+# cache where there is one), then the package with its test extras and the server (serve), then SAHI (see below).
 $(STAMP): pyproject.toml | $(PYTHON)
 	$(PIP) install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,serve]"
 	# SAHI for the adapter's tests, without the GUI OpenCV it asks for (it would shadow the headless cv2).
 	$(PIP) install -q --no-deps "sahi>=0.12,<0.13" && $(PIP) install -q "shapely>=2"
 	@touch $(STAMP)

@@ -751,6 +751,42 @@ def search(
     _emit_json(result, json_out)
 
 
+@app.command()
+def serve(
+    weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint, .onnx or OpenVINO .xml.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; a non-loopback one needs --api-key.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="fastest (default on a CPU: measured once, "
+                       "cached), auto, torch, onnxruntime, openvino or tensorrt.")] = None,
+    device: DeviceOpt = "cpu",
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (checkpoints only).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Inference threads (default: all cores).")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Images per inference batch, at most.")] = 8,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long a batch waits for images still "
+                           "being decoded.")] = 5.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Images waiting at most; beyond: 503.")] = 64,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="Seconds a request waits for its answer.")] = 30.0,
+    max_mb: Annotated[float, typer.Option("--max-mb", help="Largest request body, in MiB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Largest image, in pixels (read from its "
+                          "header, before decoding).")] = 40_000_000,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="YOLONAS_API_KEY", show_default=False,
+                       help="Key every request but the health checks must send (X-API-Key header).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback --host without an API key.")
+                        ] = False,
+) -> None:
+    """Serve a model over HTTP: POST /v1/detect, GET /v1/model, /healthz, /readyz, /metrics, a web page at /."""
+    from yolonas.serve import ServeConfig  # noqa: PLC0415 - keep `yolonas --help` fast
+    from yolonas.serve import serve as run_server  # noqa: PLC0415
+
+    _show_progress("yolonas.serve")
+    _show_progress("yolonas.deploy.fastest")  # which runtime won, and by how much
+    run_server(ServeConfig(weights=weights, host=host, port=port, runtime=runtime, device=device, imgsz=imgsz,
+                           threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                           timeout_s=timeout_s, max_mb=max_mb, max_pixels=max_pixels, api_key=api_key,
+                           insecure=insecure))
+
+
 def _remove_empty_run_folders() -> None:
     for path in _CREATED:
         if path.is_dir() and not any(path.iterdir()):
