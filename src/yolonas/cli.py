@@ -389,12 +389,14 @@ def val(
 @app.command()
 def export(
     weights: Annotated[str, typer.Option("--weights", "-w", help="A checkpoint (or a published name).")],
-    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (IR).")] = "onnx",
+    format_: Annotated[str, typer.Option("--format", help="onnx, openvino (IR), or triton / triton-openvino (a "
+                       "Triton model repository: NMS-inside .onnx or IR and config.pbtxt).")] = "onnx",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
     nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
     dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Dynamic height and width.")] = False,
-    batch: Annotated[int, typer.Option("--batch", help="Static batch size (without --dynamic).")] = 1,
+    batch: Annotated[int | None, typer.Option("--batch", help="Static batch size (without --dynamic; default 1); "
+                     "triton: max_batch_size (default 8).")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", help="Square input size (default: the model's).")] = None,
     uint8: Annotated[bool, typer.Option("--uint8", help="uint8 input, /255 inside the graph.")] = False,
     conf: Annotated[float, typer.Option("--conf", help="Score threshold (with --nms).")] = 0.25,
@@ -431,9 +433,20 @@ def export(
 
     net = load_model(weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
+    if format_ in ("triton", "triton-openvino"):
+        from yolonas.deploy.triton import export_triton  # noqa: PLC0415
+
+        if int8 or bf16:
+            raise InputError("--format triton writes an f32 model with NMS inside: drop --int8 and --bf16")
+        settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
+        folder = export_triton(net, output or f"{stem}_triton", backend="openvino" if format_ == "triton-openvino"
+                               else "onnxruntime", nms=settings, max_batch=batch or 8, uint8_input=uint8, opset=opset)
+        print(f"export: Triton model repository {folder.parent} ({settings.describe()})", file=sys.stderr)
+        _emit_json({"output": str(folder), "nms": settings.describe()}, json_out)
+        return
     suffix = ".xml" if format_ == "openvino" else ".onnx"
     if int8:
-        if bf16 or nms or uint8 or dynamic or dynamic_size or batch != 1:
+        if bf16 or nms or uint8 or dynamic or dynamic_size or batch not in (None, 1):
             raise InputError("--int8 writes a raw-output, float-input, batch-1 file: drop --bf16, --nms, --uint8, "
                              "--dynamic, --dynamic-size and --batch")
         path = Path(output) if output else Path(f"{stem}_int8{suffix}")
@@ -443,7 +456,7 @@ def export(
         return
     settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
     path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
-    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32", batch=None if dynamic else batch,
+    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32", batch=None if dynamic else batch or 1,
                        dynamic_size=dynamic_size, uint8_input=uint8, nms=settings, opset=opset)
     print(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"),
           file=sys.stderr)
