@@ -56,6 +56,13 @@ async def _multipart_file(request: Request, max_bytes: int) -> tuple[bytes, str 
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:
             raise ApiError(400, f"the multipart body has no file part: {HOW}")
-        return await files[0].read(), files[0].filename
+        return await files[0].read(), _printable(files[0].filename)
     finally:
         await form.close()
+
+
+def _printable(name: str | None, limit: int = 200) -> str | None:
+    """A client's file name as it may be echoed and logged: printable characters only, and not too long."""
+    if name is None:
+        return None
+    return "".join(c for c in name if c.isprintable())[:limit] or None

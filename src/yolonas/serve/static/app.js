@@ -76,10 +76,14 @@ function draw() {
 }
 
 function buildClassToggles() {
+  // One toggle per class with a box above the slider (or switched off here), with its count of boxes there.
   const box = $("classes");
   box.replaceChildren(Object.assign(document.createElement("legend"), { textContent: "Classes" }));
-  const counts = new Map();
+  const threshold = Number($("conf").value);
+  const names = new Map(state.result.detections.map((d) => [d.class_id, d.class_name]));
+  const counts = new Map([...state.hidden].map((id) => [id, { name: names.get(id), n: 0 }]));
   for (const d of state.result.detections) {
+    if (threshold > FLOOR && d.score <= threshold) continue;
     const entry = counts.get(d.class_id) || { name: d.class_name, n: 0 };
     entry.n += 1;
     counts.set(d.class_id, entry);
@@ -88,7 +92,8 @@ function buildClassToggles() {
   for (const [classId, { name, n }] of sorted) {
     const label = document.createElement("label");
     label.className = "toggle";
-    const input = Object.assign(document.createElement("input"), { type: "checkbox", checked: true });
+    const input = Object.assign(document.createElement("input"), { type: "checkbox" });
+    input.checked = !state.hidden.has(classId);
     input.dataset.classId = String(classId);
     input.addEventListener("change", () => {
       if (input.checked) state.hidden.delete(classId); else state.hidden.add(classId);
@@ -150,6 +155,7 @@ function setUp() {
   });
   $("conf").addEventListener("input", () => {
     $("conf-value").textContent = Number($("conf").value).toFixed(3);
+    if (state.result) buildClassToggles();
     draw();
   });
   $("api-key").value = state.apiKey;
