@@ -60,13 +60,14 @@ def server(model):
         yield url
 
 
-def _same_boxes(got: dict, want: dict) -> None:
+def _same_boxes(got: dict, want: dict, atol: float = 1e-3, score_atol: float = 1e-5) -> None:
+    """The same detections, boxes to `atol` pixels (JSON rounds boxes to 0.01 and scores to 1e-5)."""
     assert (got["width"], got["height"]) == (want["width"], want["height"])
     assert len(got["detections"]) == len(want["detections"]) > 0
     for g, w in zip(got["detections"], want["detections"]):
         assert (g["class_id"], g["class_name"]) == (w["class_id"], w["class_name"])
-        np.testing.assert_allclose(g["box"], w["box"], atol=1e-3)
-        assert abs(g["score"] - w["score"]) < 1e-5
+        np.testing.assert_allclose(g["box"], w["box"], atol=atol)
+        assert abs(g["score"] - w["score"]) <= score_atol
 
 
 def _kept(answer: dict, keep) -> dict:
@@ -255,7 +256,9 @@ def test_concurrent_requests_with_mixed_options_each_get_their_own_answer(server
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda job: _post(server, job[0], conf=job[1]).json(), jobs))
     for (image, conf), got in zip(jobs, answers):
-        _same_boxes(got, _kept(want[image], lambda d, conf=conf: d["score"] > conf))
+        # In a batch with other images, the last float digits may differ from a lone image's: one rounding step.
+        _same_boxes(got, _kept(want[image], lambda d, conf=conf: d["score"] > conf), atol=0.011,
+                    score_atol=2e-5)
 
 
 def test_a_full_queue_answers_503_with_retry_after(model):
