@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | $(PYTHON)
 	index's torch (with CUDA libraries; README, Install, says how to get the CPU build)"; \
 	    $(PIP) install -q $(TORCH); \
 	fi
-	$(PIP) install -q -e ".[dev,supervision,sahi]"
+	$(PIP) install -q -e ".[dev,serve,supervision,sahi]"
 	@# SAHI requires opencv-python, the GUI build, which shares the cv2 folder with our headless build: both at one
 	@# version, the headless one written last, so that cv2 is the headless build and `pip check` finds no conflict.
 	@cv=$$($(PYTHON) -c "from importlib.metadata import version; print(version('opencv-python-headless'))") && \

@@ -11,7 +11,7 @@ PACKAGE = "yolonas"
 
 # DESIGN.md's order, low to high: a top-level module or folder imports only those before it.
 LAYERS = ["errors", "preprocess", "arch", "data", "infer", "weights", "eval", "train", "deploy", "quant", "nas",
-          "showdown", "cli"]
+          "showdown", "serve", "cli"]
 
 # The one allowed upward import: the model's convenience methods delegate through an import inside the method.
 ALLOWED = {

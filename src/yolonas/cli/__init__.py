@@ -2,7 +2,7 @@
 
 options (the option table, each shared flag defined once with its range check), shared (logging, status lines,
 JSON, run folders), one module per group of commands: inference (info, predict, val), training (train, distill,
-pseudo-label), deployment (export, quantize, bench), experiments (showdown, search).
+pseudo-label), deployment (export, quantize, bench), serving (serve), experiments (showdown, search).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import typer
 from yolonas.cli.deployment import bench, export, quantize
 from yolonas.cli.experiments import search, showdown
 from yolonas.cli.inference import info, predict, val
+from yolonas.cli.serving import serve
 from yolonas.cli.shared import _remove_empty_run_folders, _setup_logging
 from yolonas.cli.training import distill, pseudo_label_cmd, train
 from yolonas.errors import YolonasError
@@ -28,7 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # The sub-commands, in the order `yolonas --help` lists them.
 COMMANDS = (("info", info), ("predict", predict), ("train", train), ("distill", distill),
             ("pseudo-label", pseudo_label_cmd), ("val", val), ("export", export), ("quantize", quantize),
-            ("bench", bench), ("showdown", showdown), ("search", search))
+            ("bench", bench), ("serve", serve), ("showdown", showdown), ("search", search))
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
 # Each command's whole summary in `yolonas --help`, wrapped, where click would cut it at the terminal's width.

@@ -39,14 +39,17 @@ from yolonas.errors import InputError
 def export(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
-    format_: Annotated[str, typer.Option("--format", help="onnx, or openvino (IR).",
-                                         callback=_choice("onnx", "openvino"))] = "onnx",
+    format_: Annotated[str, typer.Option("--format", help="onnx, openvino (IR), or triton / triton-openvino (a Triton "
+                                         "model repository: the NMS-inside .onnx or IR and its config.pbtxt).",
+                                         callback=_choice("onnx", "openvino", "triton", "triton-openvino"))
+                       ] = "onnx",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
     nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
     dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Dynamic height and width.")] = False,
-    batch: Annotated[int, typer.Option("--batch", help="Static batch size (without --dynamic), at least 1.",
-                                       callback=AT_LEAST_1)] = 1,
+    batch: Annotated[int | None, typer.Option("--batch", help="Static batch size (without --dynamic), at least 1 "
+                                              "(default 1); triton: max_batch_size (default 8).",
+                                              callback=AT_LEAST_1)] = None,
     imgsz: Annotated[int | None, _imgsz("the model's")] = None,
     uint8: Annotated[bool, typer.Option("--uint8", help="uint8 input, /255 inside the graph.")] = False,
     conf: ConfOpt = 0.25,
@@ -80,9 +83,15 @@ def export(
     weights = _model_arg(model, weights)
     net = load_model(weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
+    if format_.startswith("triton"):
+        if int8 or bf16:
+            raise InputError("--format triton writes an f32 model with NMS inside: drop --int8 and --bf16")
+        settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
+        _export_triton(net, Path(output or f"{stem}_triton"), format_, settings, batch or 8, uint8, opset, json_out)
+        return
     suffix = ".xml" if format_ == "openvino" else ".onnx"
     if int8:
-        if bf16 or nms or uint8 or dynamic or dynamic_size or batch != 1:
+        if bf16 or nms or uint8 or dynamic or dynamic_size or batch not in (None, 1):
             raise InputError("--int8 writes a raw-output, float-input, batch-1 file: drop --bf16, --nms, --uint8, "
                              "--dynamic, --dynamic-size and --batch")
         path = Path(output) if output else Path(f"{stem}_int8{suffix}")
@@ -92,10 +101,22 @@ def export(
         return
     settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
     path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
-    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32", batch=None if dynamic else batch,
-                       dynamic_size=dynamic_size, uint8_input=uint8, nms=settings, opset=opset)
+    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32",
+                       batch=None if dynamic else batch or 1, dynamic_size=dynamic_size, uint8_input=uint8,
+                       nms=settings, opset=opset)
     _say(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"))
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
+
+
+def _export_triton(net, folder: Path, format_: str, settings, max_batch: int, uint8: bool, opset: int,
+                   json_out: str | None) -> None:
+    """`export --format triton`: a Triton model repository with the NMS-inside model and its config.pbtxt."""
+    from yolonas.deploy.triton import export_triton  # noqa: PLC0415
+
+    model_dir = export_triton(net, folder, backend="openvino" if format_ == "triton-openvino" else "onnxruntime",
+                              nms=settings, max_batch=max_batch, uint8_input=uint8, opset=opset)
+    _say(f"export: Triton model repository {model_dir.parent} ({settings.describe()})")
+    _emit_json({"output": str(model_dir), "nms": settings.describe()}, json_out)
 
 
 def _export_int8(net, path: Path, data: str | None, name: str | None, json_out: str | None, **settings) -> None:
