@@ -201,13 +201,33 @@ def predict(
     tile_merge: TileMergeOpt = "nms",
     name: NameOpt = None,
     json_out: JsonOpt = None,
+    engine: Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Data: one machine or "
+                                        "a cluster; needs --output).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="With --engine ray: join this Ray cluster (auto, "
+                                                "host:port, ray://host:port); default: a Ray on this machine.")] = None,
+    actors: Annotated[int | None, typer.Option("--actors", help="With --engine ray: model copies (default: one per "
+                                               "GPU, or the CPUs shared out, 4 threads each).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="With --engine ray: the folder of result "
+                                               "files, one row per image.")] = None,
+    skip_done: Annotated[bool, typer.Option("--skip-done", help="With --engine ray: resume, running only the "
+                                            "images --output has no row for.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="With --engine ray: parquet or jsonl.")] = "parquet",
 ) -> None:
-    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json."""
+    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json (or, with
+    --engine ray, one Parquet/JSONL row per image)."""
     from yolonas.infer import ImageSource, NMSConfig  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
+    if engine != "local" or address or actors or output or skip_done or fmt != "parquet":
+        from yolonas.scale.command import predict_on_ray  # noqa: PLC0415 - Ray is an optional extra
+
+        summary = predict_on_ray(source, _model_arg(model, weights), engine=engine, output=output, address=address,
+                                 actors=actors, skip_done=skip_done, fmt=fmt, imgsz=imgsz, batch=batch, device=device,
+                                 half=half, nms=nms, tiles=tiles)
+        print(summary.describe(), file=sys.stderr)
+        return _emit_json(summary.to_json(), json_out)
     predictor = _open(model, weights, imgsz=imgsz, device=device, half=half, nms=nms, tiles=tiles, batch=batch)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written
     print(f"predict: {predictor.nms.describe()}{f'; {tiles.describe()}' if tiles else ''}", file=sys.stderr)
