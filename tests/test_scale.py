@@ -25,7 +25,7 @@ psutil = pytest.importorskip("psutil")
 
 from yolonas.cli import app  # noqa: E402
 from yolonas.deploy.open import open_predictor  # noqa: E402
-from yolonas.errors import InputError  # noqa: E402
+from yolonas.errors import InputError, YolonasError  # noqa: E402
 from yolonas.infer.detections import Detections  # noqa: E402
 from yolonas.infer.postprocess import NMSConfig  # noqa: E402
 from yolonas.infer.tiling import TileConfig  # noqa: E402
@@ -158,13 +158,27 @@ def test_cli_errors_are_one_line(tmp_path):
          "give auto, host:port"),
         (["--source", str(tmp_path)], "give --output DIR"),
         (["--source", str(tmp_path), "--output", str(tmp_path / "o"), "--format", "csv"], "parquet or jsonl"),
+        (["--source", str(tmp_path), "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "broken.pt")],
+         "broken.pt: not a readable checkpoint"),
     ]
     (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     for args, message in cases:
-        result = runner.invoke(app, base + args)
-        assert isinstance(result.exception, InputError) and message in str(result.exception), (args, result.output)
+        result = runner.invoke(app, (base[:1] + base[3:] if "--weights" in args else base) + args)
+        assert isinstance(result.exception, YolonasError) and message in str(result.exception), (args, result.output)
     result = runner.invoke(app, ["predict", "--model", "yolo_nas_tiny", "--source", str(tmp_path), "--output", "o"])
     assert "need --engine ray" in str(result.exception)
+
+
+def test_an_actor_that_cannot_open_the_model_is_a_one_line_error():
+    from yolonas.scale.job import _our_error  # noqa: PLC0415
+
+    died = ray.exceptions.RayActorError(error_msg="The actor died because of an error raised in its creation task\n"
+                                        "Traceback ...\nyolonas.errors.CheckpointError: m.pt: not a readable "
+                                        "checkpoint", actor_init_failed=True)
+    assert str(_our_error(died)) == "an actor could not open the model: m.pt: not a readable checkpoint"
+    lost = ray.exceptions.RayActorError(error_msg="node lost")
+    assert _our_error(lost) is lost
 
 
 # ------------------------------------------------------------------------------------------------ on the cluster

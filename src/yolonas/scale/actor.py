@@ -34,14 +34,14 @@ class PredictOptions:
     runtime: str = "auto"
     threads: int | None = None
     nms: NMSConfig | None = None
-    tiles: TileConfig | None = None
+    tiles: TileConfig | int | None = None  # a tile size: overlap 0.2
     batch: int = 8
     half: bool = False
 
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A model file's bytes (and its companions: an IR's .bin), shipped to actors on nodes that lack the file."""
+    """A model file's bytes (and its companions: an IR's .bin), shipped to every actor through Ray's object store."""
 
     name: str
     files: dict[str, bytes]
@@ -58,9 +58,9 @@ class ModelFiles:
 
 @contextmanager
 def model_path(model: str, files: ModelFiles | None):
-    """`model` where this node has the file (or it is a published name); else the shipped copy in a temp folder,
-    removed once the model is loaded."""
-    if files is None or Path(model).is_file():
+    """The shipped copy of the model in a temp folder, removed once the model is loaded (every node runs the very
+    file the driver read, wherever its working folder is); a published name as it is."""
+    if files is None:
         yield model
         return
     folder = Path(tempfile.mkdtemp(prefix="yolonas-model-"))
@@ -70,6 +70,16 @@ def model_path(model: str, files: ModelFiles | None):
         yield str(folder / files.name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_model(model: str, options: PredictOptions) -> list[str]:
+    """Open the model here once, on the CPU, so that a file no actor could open fails the job in one line before
+    Ray starts any; its class names. (A TensorRT engine opens only on its GPU: the actors are its check.)"""
+    if Path(model).suffix.lower() in (".engine", ".plan"):
+        return []
+    runtime = "auto" if options.runtime == "fastest" else options.runtime  # "fastest" would time them here
+    predictor = open_predictor(model, imgsz=options.imgsz, runtime=runtime, threads=1, batch=1)
+    return list(predictor.class_names)
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:

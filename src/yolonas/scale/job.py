@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sys
 import time
 import uuid
@@ -33,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from yolonas.arch.spec import BUILTIN
 from yolonas.errors import CheckpointError, InputError, YolonasError
-from yolonas.scale.actor import DetectActor, ModelFiles, PredictOptions
+from yolonas.scale.actor import DetectActor, ModelFiles, PredictOptions, check_model
 from yolonas.scale.cluster import ActorPlan, plan_actors, quiet_ray_data, ray_session
 from yolonas.scale.inputs import InputPlan, plan_inputs
 from yolonas.scale.rows import (
@@ -139,6 +140,7 @@ def _check(cfg: JobConfig) -> set[str]:
         raise InputError(f"rows per file {cfg.rows_per_file}, --batch {cfg.predict.batch}: give at least 1")
     if not Path(cfg.model).exists() and str(cfg.model) not in BUILTIN:
         raise CheckpointError(f"{cfg.model}: no such model file, and not a published model name")
+    check_model(str(cfg.model), cfg.predict)
     existing = part_files(cfg.output, cfg.fmt)
     if existing and not cfg.skip_done:
         raise InputError(f"{cfg.output} already holds {len(existing)} result files: pass --skip-done to resume "
@@ -206,25 +208,34 @@ def run_job(source, cfg: JobConfig, on_progress: Callable[[int, int], None] | No
         pool = plan_actors(cfg.predict.device, cfg.actors, cfg.threads)
         log.info("predict (ray): %s on %s", pool.describe(), ray.cluster_resources())
         start = time.perf_counter()
+        total = None if inputs is None else len(inputs.paths) + len(inputs.missing)
         try:
             if inputs is not None and inputs.missing:
                 writer.add(error_table(inputs.missing, ["no such file"] * len(inputs.missing)))
             if inputs is None or inputs.paths:
                 results = _detections(_dataset(source, inputs, done, pool), cfg, pool)
-                _consume(results, writer, inputs and len(inputs.paths) + len(inputs.missing), cfg, on_progress)
+                _consume(results, writer, total, cfg, on_progress)
         except ray.exceptions.RayError as e:
             raise _our_error(e) from None
         finally:
             writer.flush()
         seconds = time.perf_counter() - start
-    return JobSummary(output=str(cfg.output), listed=inputs and len(inputs.paths) + len(inputs.missing),
+    return JobSummary(output=str(cfg.output), listed=total,
                       already_done=inputs.already_done if inputs else 0, done=writer.rows - writer.failed,
                       failed=writer.failed, seconds=seconds, pool=pool.describe(), files=writer.files)
 
 
 def _our_error(e: Exception) -> Exception:
-    """Our own error where a Ray error carries one (an actor that could not open the model), else the Ray error."""
+    """Our own error where a Ray error carries one, else the Ray error. An actor that died in `__init__` (a node
+    that cannot open the model the driver could) keeps only the text of its error: its last line is ours."""
     cause = e
-    while cause is not None and not isinstance(cause, YolonasError):
+    for _ in range(8):  # Ray wraps a task's error a few levels deep at most
+        if isinstance(cause, YolonasError):
+            return cause
+        if cause is None:
+            break
         cause = getattr(cause, "cause", None) or cause.__cause__
-    return cause or e
+    if isinstance(e, ray.exceptions.RayActorError) and e.actor_init_failed:
+        found = re.findall(r"yolonas\.errors\.\w+: (.+)", str(e))
+        return InputError(f"an actor could not open the model: {found[-1] if found else str(e).splitlines()[-1]}")
+    return e
