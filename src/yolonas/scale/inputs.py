@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow.fs as pa_fs
 
-from yolonas.data.dataset import IMAGE_SUFFIXES
 from yolonas.errors import InputError
+from yolonas.infer.sources import IMAGE_SUFFIXES  # the suffixes plain predict takes as images
 from yolonas.scale.rows import path_key
 
 log = logging.getLogger(__name__)
