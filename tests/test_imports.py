@@ -11,7 +11,9 @@ PACKAGE = "yolonas"
 
 # DESIGN.md's order, low to high: a top-level module or folder imports only those before it.
 LAYERS = ["errors", "preprocess", "arch", "data", "infer", "weights", "eval", "train", "deploy", "quant", "nas",
-          "showdown", "serve", "cli"]
+          "showdown", "serve", "scale", "cli"]
+# The applications on top of the library: none imports another.
+APPLICATIONS = ("showdown", "serve", "scale")
 
 # The one allowed upward import: the model's convenience methods delegate through an import inside the method.
 ALLOWED = {
@@ -160,6 +162,12 @@ def upward_imports(edges: list[Edge]) -> list[Edge]:
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     return [e for e in edges if _layer(e.src) and _layer(e.dst) and not _allowed(e)
             and rank[_layer(e.dst)] > rank[_layer(e.src)]]
+
+
+def test_no_application_imports_another():
+    crossing = [e for e in import_edges() if _layer(e.src) in APPLICATIONS and _layer(e.dst) in APPLICATIONS
+                and _layer(e.src) != _layer(e.dst)]
+    assert not crossing, crossing
 
 
 def test_every_top_level_module_has_a_layer():

@@ -9,9 +9,12 @@ import typer
 
 from yolonas.cli.options import (
     AT_LEAST_1,
+    ActorsOpt,
+    AddressOpt,
     BatchOpt,
     ConfOpt,
     DeviceOpt,
+    EngineOpt,
     HalfOpt,
     ImagesOpt,
     IouOpt,
@@ -19,7 +22,10 @@ from yolonas.cli.options import (
     MaxDetOpt,
     ModelOpt,
     NameOpt,
+    OutputDirOpt,
     OverlapOpt,
+    RowFormatOpt,
+    SkipDoneOpt,
     SplitOpt,
     TileMergeOpt,
     TileOpt,
@@ -104,14 +110,29 @@ def predict(
     tile_merge: TileMergeOpt = "nms",
     name: NameOpt = None,
     json_out: JsonOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
+    output: OutputDirOpt = None,
+    skip_done: SkipDoneOpt = False,
+    fmt: RowFormatOpt = "parquet",
 ) -> None:
-    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json. Unreadable
-    inputs are skipped, each named, and counted at the end; when none could be read, it fails (exit 2)."""
+    """Detect objects in images, folders, globs or videos; write annotated copies and predictions.json (or, with
+    --engine ray, one Parquet/JSONL row per image). Unreadable inputs are skipped, each named, and counted at the
+    end; when none could be read, it fails (exit 2)."""
     from yolonas.infer import ImageSource, NMSConfig  # noqa: PLC0415
     from yolonas.infer.writer import PredictionWriter  # noqa: PLC0415
 
     tiles = _tiles(tile, overlap, tile_whole, tile_merge)
     nms = NMSConfig(score_threshold=conf, iou_threshold=iou, max_detections=max_det)
+    if engine != "local" or address or actors or output or skip_done or fmt != "parquet":
+        from yolonas.scale.command import predict_on_ray  # noqa: PLC0415 - Ray is an optional extra
+
+        summary = predict_on_ray(source, _model_arg(model, weights), engine=engine, output=output, address=address,
+                                 actors=actors, skip_done=skip_done, fmt=fmt, imgsz=imgsz, batch=batch,
+                                 device=_device(device), half=half, nms=nms, tiles=tiles)
+        _say(summary.describe())
+        return _emit_json(summary.to_json(), json_out)
     predictor = _open(model, weights, imgsz=imgsz, device=_device(device), half=half, nms=nms, tiles=tiles,
                       batch=batch)
     inputs = ImageSource(source)  # a missing path or an empty folder fails before anything is written

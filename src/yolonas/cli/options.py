@@ -232,3 +232,18 @@ AroundStepsOpt = Annotated[int, typer.Option("--around-steps", help="Grid steps 
 
 PopulationOpt = Annotated[int, typer.Option("--population", help="NSGA-II population size, at least 2.",
                                             callback=_rule(lambda v: v >= 2, "must be at least 2"))]
+
+# predict --engine ray (Ray Data: one machine or a cluster).
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Data: one machine or a "
+                                        "cluster; needs --output).", callback=_choice("local", "ray"))]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="With --engine ray: join this Ray cluster (auto, "
+                                                "host:port, ray://host:port); default: a Ray on this machine.")]
+ActorsOpt = Annotated[int | None, typer.Option("--actors", help="With --engine ray: model copies, at least 1 "
+                                               "(default: one per GPU, or the CPUs shared out, 4 threads each).",
+                                               callback=AT_LEAST_1)]
+OutputDirOpt = Annotated[str | None, typer.Option("--output", "-o", help="With --engine ray: the folder of result "
+                                                  "files, one row per image.")]
+SkipDoneOpt = Annotated[bool, typer.Option("--skip-done", help="With --engine ray: resume, running only the images "
+                                           "--output has no row for.")]
+RowFormatOpt = Annotated[str, typer.Option("--format", help="With --engine ray: parquet or jsonl.",
+                                           callback=_choice("parquet", "jsonl"))]

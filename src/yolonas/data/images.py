@@ -23,9 +23,16 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read image ({e.strerror or e})") from e
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes | np.ndarray, name: str) -> np.ndarray:
+    """An encoded image's bytes to RGB uint8 HWC, as `read_image` decodes files; ImageError naming `name` when they
+    are not an image."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buffer.size else None
     if image is None:
-        raise ImageError(f"{path}: cannot decode image (corrupt or not an image)")
+        raise ImageError(f"{name}: cannot decode image (corrupt or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from yolonas.data.images import decode_image as decode_bytes
+from yolonas.errors import ImageError
 from yolonas.serve.errors import ApiError
 
 # What PIL names the formats we accept (MPO: the JPEG that many cameras write).
@@ -60,14 +61,15 @@ def read_header(data: bytes, max_pixels: int) -> Header:
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """`data` (an encoded image) as an RGB uint8 HWC array, after the header checks of `read_header`."""
     header = read_header(data, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
-        raise ApiError(400, f"corrupt or truncated {header.format} image: it cannot be decoded")
-    if bgr.shape[:2] != (header.height, header.width):
+    try:
+        rgb = decode_bytes(data, "image")
+    except ImageError:
+        raise ApiError(400, f"corrupt or truncated {header.format} image: it cannot be decoded") from None
+    if rgb.shape[:2] != (header.height, header.width):
         # A file whose data disagrees with its header could smuggle in more pixels than were checked.
         raise ApiError(400, f"{header.format} image declares {header.width}x{header.height} but decodes to "
-                                 f"{bgr.shape[1]}x{bgr.shape[0]}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                                 f"{rgb.shape[1]}x{rgb.shape[0]}")
+    return rgb
 
 
 def _first_line(e: Exception) -> str:
