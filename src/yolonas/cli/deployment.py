@@ -16,13 +16,18 @@ from yolonas.cli.options import (
     CalibOpt,
     ConfOpt,
     DeviceOpt,
+    ExportBatchOpt,
+    ExportFormatOpt,
     FloatLayerOpt,
+    Int8DataOpt,
+    Int8Opt,
     IouOpt,
     JsonOpt,
     MaxDetOpt,
     MaxErrorOpt,
     ModelOpt,
     NameOpt,
+    OpsetOpt,
     QuantizerOpt,
     SplitOpt,
     TopKOpt,
@@ -39,31 +44,22 @@ from yolonas.errors import InputError
 def export(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
-    format_: Annotated[str, typer.Option("--format", help="onnx, openvino (IR), or triton / triton-openvino (a Triton "
-                                         "model repository: the NMS-inside .onnx or IR and its config.pbtxt).",
-                                         callback=_choice("onnx", "openvino", "triton", "triton-openvino"))
-                       ] = "onnx",
+    format_: ExportFormatOpt = "onnx",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File to write (default: beside W).")] = None,
     nms: Annotated[bool, typer.Option("--nms/--no-nms", help="NMS inside the graph.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch size.")] = False,
     dynamic_size: Annotated[bool, typer.Option("--dynamic-size", help="Dynamic height and width.")] = False,
-    batch: Annotated[int | None, typer.Option("--batch", help="Static batch size (without --dynamic), at least 1 "
-                                              "(default 1); triton: max_batch_size (default 8).",
-                                              callback=AT_LEAST_1)] = None,
+    batch: ExportBatchOpt = None,
     imgsz: Annotated[int | None, _imgsz("the model's")] = None,
     uint8: Annotated[bool, typer.Option("--uint8", help="uint8 input, /255 inside the graph.")] = False,
     conf: ConfOpt = 0.25,
     iou: IouOpt = 0.7,
     top_k: TopKOpt = 1000,
     max_det: MaxDetOpt = 300,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 11 or more (NonMaxSuppression needs 11).",
-                                       callback=_rule(lambda v: v >= 11, "must be 11 or more"))] = 17,
-    bf16: Annotated[bool, typer.Option("--bf16", help="OpenVINO: run in bf16 (CPUs with AVX-512 BF16 or AMX).")
-                    ] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="INT8, calibrated on --data: QDQ .onnx (onnx) or IR "
-                    "(openvino).")] = False,
-    data: Annotated[str | None, typer.Option("--data", "-d", help="--int8: calibration images (data set or "
-                    "folder).")] = None,
+    opset: OpsetOpt = 17,
+    bf16: Annotated[bool, typer.Option("--bf16", help="OpenVINO: run in bf16 (AVX-512 BF16 or AMX).")] = False,
+    int8: Int8Opt = False,
+    data: Int8DataOpt = None,
     split: SplitOpt = "train",
     mode: Annotated[str, typer.Option("--mode", help="--int8: ptq (all INT8) or selective (the most sensitive "
                     "layers float).", callback=_choice("ptq", "selective"))] = "ptq",
@@ -83,27 +79,26 @@ def export(
     weights = _model_arg(model, weights)
     net = load_model(weights, imgsz)
     stem = Path(weights).with_suffix("") if Path(weights).suffix else Path(weights)
+    all_nms = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
     if format_.startswith("triton"):
         if int8 or bf16:
             raise InputError("--format triton writes an f32 model with NMS inside: drop --int8 and --bf16")
-        settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det)
-        _export_triton(net, Path(output or f"{stem}_triton"), format_, settings, batch or 8, uint8, opset, json_out)
+        _export_triton(net, Path(output or f"{stem}_triton"), format_, all_nms, batch or 8, uint8, opset, json_out)
         return
     suffix = ".xml" if format_ == "openvino" else ".onnx"
     if int8:
         if bf16 or nms or uint8 or dynamic or dynamic_size or batch not in (None, 1):
             raise InputError("--int8 writes a raw-output, float-input, batch-1 file: drop --bf16, --nms, --uint8, "
                              "--dynamic, --dynamic-size and --batch")
-        path = Path(output) if output else Path(f"{stem}_int8{suffix}")
-        _export_int8(net, path, data, name, json_out, split=split, mode=mode, fmt=format_, quantizer=quantizer,
-                     calib_images=calib_images, seed=seed, float_layers=float_layers or (), max_error=max_error,
+        _export_int8(net, Path(output or f"{stem}_int8{suffix}"), data, name, json_out, split=split, mode=mode,
+                     fmt=format_, quantizer=quantizer, calib_images=calib_images, seed=seed,
+                     float_layers=float_layers or (), max_error=max_error,
                      min_speedup=None if max_error is not None else 0.5)
         return
-    settings = NMSConfig(score_threshold=conf, iou_threshold=iou, top_k=top_k, max_detections=max_det) if nms else None
-    path = Path(output) if output else Path(f"{stem}{'_bf16' if bf16 else ''}{suffix}")
-    path = export_file(net, path, format_, precision="bf16" if bf16 else "f32",
-                       batch=None if dynamic else batch or 1, dynamic_size=dynamic_size, uint8_input=uint8,
-                       nms=settings, opset=opset)
+    settings = all_nms if nms else None
+    path = export_file(net, output or f"{stem}{'_bf16' if bf16 else ''}{suffix}", format_,
+                       precision="bf16" if bf16 else "f32", batch=None if dynamic else batch or 1,
+                       dynamic_size=dynamic_size, uint8_input=uint8, nms=settings, opset=opset)
     _say(f"export: {path}" + (f" ({settings.describe()})" if settings else " (raw boxes and scores)"))
     _emit_json({"output": str(path), "nms": settings.describe() if settings else None}, json_out)
 

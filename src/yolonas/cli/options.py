@@ -247,3 +247,17 @@ SkipDoneOpt = Annotated[bool, typer.Option("--skip-done", help="With --engine ra
                                            "--output has no row for.")]
 RowFormatOpt = Annotated[str, typer.Option("--format", help="With --engine ray: parquet or jsonl.",
                                            callback=_choice("parquet", "jsonl"))]
+
+# export
+ExportFormatOpt = Annotated[str, typer.Option("--format", help="onnx, openvino (IR), or triton / triton-openvino (a "
+                                              "Triton model repository: the NMS-inside .onnx or IR and its "
+                                              "config.pbtxt).",
+                                              callback=_choice("onnx", "openvino", "triton", "triton-openvino"))]
+ExportBatchOpt = Annotated[int | None, typer.Option("--batch", help="Static batch size (without --dynamic), at least "
+                                                    "1 (default 1); triton: max_batch_size (default 8).",
+                                                    callback=AT_LEAST_1)]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset, 11 or more (NonMaxSuppression needs 11).",
+                                       callback=_rule(lambda v: v >= 11, "must be 11 or more"))]
+Int8Opt = Annotated[bool, typer.Option("--int8", help="INT8, calibrated on --data: QDQ .onnx (onnx) or IR (openvino).")]
+Int8DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="--int8: calibration images (data set or "
+                                                 "folder).")]
