@@ -532,6 +532,7 @@ def _resumed_row(cfg: ShowdownConfig, model: str, sub: Path, first: dict) -> Sho
     assert [p["from_epoch"] for p in row.train_parts] == [0, 1]  # resumed after epoch 1, not started over
     assert row.train_parts[0] == first and row.train_parts[1]["epochs_done"] == 3 and row.train_parts[1]["finished"]
     assert row.train_s == pytest.approx(first["seconds"] + row.train_parts[1]["seconds"])
+    assert row.train_time_rule.startswith("train_s is the sum of train_parts' seconds")  # the row says so
     assert f"{model} seed 0 in 2 parts" in (sub / "showdown.md").read_text()
     return row
 

@@ -82,7 +82,10 @@ def one_or_mixed(values: list) -> str | int | None:
     return "mixed: " + "; ".join(map(str, distinct))
 
 
-TRAIN_FIELDS = ("train_s", "train_cpu", "train_threads", "precision", "train_parts")
+TRAIN_FIELDS = ("train_s", "train_cpu", "train_threads", "precision", "train_parts", "train_time_rule")
+TIME_RULE = ("train_s is the sum of train_parts' seconds, one part per call that trained the run: each from its start "
+             "to its last saved epoch, the last to the end of training; an epoch cut off before its checkpoint is "
+             "trained again by the next part and not counted")
 
 
 def parts_record(parts: list[dict]) -> dict:
@@ -91,4 +94,4 @@ def parts_record(parts: list[dict]) -> dict:
     return {"train_s": sum(p["seconds"] for p in parts), "train_cpu": one_or_mixed([p["cpu"] for p in parts]),
             "train_threads": one_or_mixed([p["threads"] for p in parts]),
             "precision": one_or_mixed([p["precision"] for p in parts if p.get("precision")]),
-            "train_parts": parts}
+            "train_parts": parts, "train_time_rule": TIME_RULE}

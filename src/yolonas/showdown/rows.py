@@ -58,6 +58,7 @@ class ShowdownRow:
     train_threads: int | str | None = None  # 'mixed: ...' when its parts differ
     train_cpu: str | None = None  # deploy.timing.cpu_info().describe() of its training; 'mixed: ...' across parts
     train_parts: list[dict] | None = None  # one per call that trained it (showdown.clock): CPU, threads, seconds
+    train_time_rule: str | None = None  # how train_s comes from the parts, in words
     time_plan: dict | None = None  # --minutes: the minutes, the epochs planned, the seconds predicted, the probe
     time_comparable: bool | None = None  # set by the report: trained wholly on the data set's reference CPU
     int8_error: str | None = None  # the peer's INT8 step failed: why (its fp32 results stand)
