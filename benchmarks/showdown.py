@@ -10,6 +10,11 @@ Every flag except --out goes to `yolonas showdown` unchanged; --name defaults to
         --device cpu --threads 2 --name three_sets      # one sub-run per data set, then the summary
     python benchmarks/showdown.py --data D --models yolov8s --epochs 100 --name aquarium_gpu   # one call per model;
     python benchmarks/showdown.py --data D --models yolo_nas_s --epochs 100 --name aquarium_gpu  # results merge
+    python benchmarks/showdown.py --data ../shared/datasets/chess_pieces_rf100/data.yaml --split test \
+        --minutes 15 --seeds 3 --epochs 1000 --imgsz 320 --batch 8 --workers 2 --device cpu --threads 2 \
+        --name cpu320_chess_15min      # equal training time; the campaign: benchmarks/results/showdown/README.md
+
+A call cut off (session ended, Ctrl-C) is resumed by running the same command again.
 """
 
 from __future__ import annotations

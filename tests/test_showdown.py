@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import shutil
@@ -19,20 +20,25 @@ from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.data import make_synthetic_dataset, open_dataset
 from yolonas.deploy.export import export_onnx, export_openvino
+from yolonas.deploy.timing import bf16_supported, cpu_info
 from yolonas.errors import InputError
 from yolonas.nas.pareto import pareto_front
 from yolonas.showdown import (
     INSTALL_HINT,
     ShowdownConfig,
     ShowdownRow,
+    TrainingStopped,
     aggregate,
     epochs_for_budget,
     family,
     head_to_head,
     load_rows,
+    markdown_table,
     mean_rows,
     peer_data,
     peer_predictions_to_coco,
+    plan_epochs,
+    read_parts,
     run_showdown,
     standing,
     time_together,
@@ -41,13 +47,16 @@ from yolonas.showdown import (
 )
 from yolonas.showdown.budget import budget_decision
 from yolonas.showdown.campaign import budget_share
-from yolonas.showdown.child import peer_script
+from yolonas.showdown.child import peer_script, ultralytics_python
 from yolonas.showdown.config import check_config, dataset_names, nms_free
 from yolonas.showdown.peer import run_child
+from yolonas.showdown.probe import PROBE_EPOCHS, get_probe, probe_from_clock, time_plan
 from yolonas.showdown.summary import summary_row
+from yolonas.showdown.timereport import int8_notes
 
 REPO = Path(__file__).resolve().parents[1]
-PEER_PYTHON = REPO / ".venv-ultralytics" / "bin" / "python"
+# The Ultralytics venv: $YOLONAS_ULTRALYTICS_PYTHON (a worktree's tests use the checkout's), else the repo's own.
+PEER_PYTHON = Path(os.environ.get("YOLONAS_ULTRALYTICS_PYTHON") or REPO / ".venv-ultralytics" / "bin" / "python")
 needs_peer = pytest.mark.skipif(not PEER_PYTHON.is_file(),
                                 reason="needs .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh)")
 
@@ -58,8 +67,8 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cfg(data, project: Path, models: tuple[str, ...], **kw) -> ShowdownConfig:
-    kw = {"threads": 1, **kw}
-    return ShowdownConfig(data=str(data), models=models, epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
+    kw = {"threads": 1, "epochs": 1, "batch": 4, **kw}
+    return ShowdownConfig(data=str(data), models=models, imgsz=64, device="cpu", workers=0,
                           calib_images=4, latency_runs=3, project=str(project), name="t", **kw)
 
 
@@ -92,7 +101,7 @@ def test_tiny_showdown_writes_reports_summary_and_install_hint(tiny_data, tmp_pa
     assert "training threads 1" in table and "seeds 0" in table and "epochs run 1" in table
     assert "CPU training (mean over seeds): yolo_nas_tiny" in table
     assert (sub / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| " + sub.name + " | yolo_nas_tiny | 1 | 1 |" in (run / "summary.md").read_text()
+    assert "| " + sub.name + " | yolo_nas_tiny | cpu_s320, " in (run / "summary.md").read_text()
     assert summary["failed"] == []  # missing, with --skip-missing-peers, is not failed: the row says how to install
     # a second call finds the run done and does not train it again
     mtime = (sub / "yolo_nas_tiny_seed0.json").stat().st_mtime_ns
@@ -187,7 +196,7 @@ def test_seeds_give_mean_and_spread_and_close_results_are_ties(tmp_path):
     (w,) = [v for v in result["head_to_head"] if v["a"] == "yolo11s"]
     assert w["winner"] == "yolo26s" and w["noise_source"] == "one-seed default"
     table = (tmp_path / "showdown.md").read_text()
-    assert "| yolo_nas_s | YOLO-NAS | 3 | 100 | 32.0 | 2.0 |" in table
+    assert "| yolo_nas_s | YOLO-NAS | 3 | 100 | 30.0 | 32.0 | 2.0 |" in table
     assert "NMS-free: end-to-end head, no NMS |" in table and "WARNING" not in table
     assert "yolo_nas_s vs yolo11s: tie" in table and "yolo26s ahead of yolo11s by 17.0 pts" in table
 
@@ -305,11 +314,9 @@ def test_the_child_names_a_model_ultralytics_cannot_build(tmp_path):
 
 
 @needs_peer
-def test_ultralytics_child_smoke_nms_free_yolo26(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # the default interpreter path is relative to the repo root
-    monkeypatch.delitem(os.environ, "YOLONAS_ULTRALYTICS_PYTHON", raising=False)
+def test_ultralytics_child_smoke_nms_free_yolo26(tiny_data, tmp_path):
     # 2 threads: Ultralytics alone would train on cpu_count - 1 (1 on 2 cores, 15 on 16)
-    summary = run_showdown(_cfg(tiny_data, tmp_path, ("yolo26n",), threads=2))
+    summary = run_showdown(_cfg(tiny_data, tmp_path, ("yolo26n",), threads=2, ultralytics_python=str(PEER_PYTHON)))
     report = json.loads((Path(summary["datasets"][tiny_data.parent.name]) / "showdown.json").read_text())
     (row,) = report["rows"]
     assert row["status"] == "ok", row.get("message")
@@ -404,3 +411,206 @@ def test_a_row_round_trips_through_its_json_file_unknown_keys_kept(tmp_path):
     (back,) = load_rows(tmp_path)
     assert back.AP == 0.2 and back.seed == 1 and back.extra == {"legacy_key": 7}
     assert back.to_dict()["legacy_key"] == 7 and back.to_dict()["latency_fp32_ms"] is None
+
+
+# ----------------------------------------------------------------------------- equal training time, resume, CPUs
+
+@pytest.fixture(scope="module")
+def epoch_data(tmp_path_factory) -> Path:
+    """Enough images that an epoch takes a few tenths of a second, so that per-epoch times stand out of the set-up."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("showdown_epochs"), n_images=48, n_val=4, size=96)
+
+
+PROBE_LEAVES_OUT = ("*.xml", "*.onnx", "*int8*", "quant", "calib*", "pred_*.json", "val_fp32")
+
+
+@pytest.fixture(scope="module")
+def minutes_run(epoch_data, tmp_path_factory) -> tuple[ShowdownConfig, Path]:
+    """yolo_nas_tiny and yolov8n with --minutes 0.3, INT8 on: (the config, the data set's folder).
+
+    The clock counts each training process's CPU seconds: on this shared machine other work stretches the
+    wall-clock of the same training (the showdown's own clock is the wall-clock). Batch 64, at least Ultralytics'
+    nominal batch: below it, its gradient accumulation ramps up over the warm-up, so that a tiny model's first
+    epochs take more optimizer steps than its later ones (on real sizes a step is small against the forward and
+    backward passes)."""
+    if not PEER_PYTHON.is_file():
+        pytest.skip("needs .venv-ultralytics (benchmarks/peers/ultralytics_setup.sh)")
+    cfg = _cfg(epoch_data, tmp_path_factory.mktemp("minutes"), ("yolo_nas_tiny", "yolov8n"), epochs=500, minutes=0.3,
+               clock="cpu", batch=64, ultralytics_python=str(PEER_PYTHON))
+    summary = run_showdown(cfg)
+    return cfg, Path(summary["datasets"][epoch_data.parent.name])
+
+
+@needs_peer
+def test_minutes_plan_the_same_training_time_for_ours_and_a_peer_from_probes_without_int8(minutes_run):
+    cfg, sub = minutes_run
+    ours, peer = load_rows(sub)
+    assert ours.ok and peer.ok, (ours.message, peer.message)
+    planned = [ours.time_plan["predicted_s"], peer.time_plan["predicted_s"]]
+    assert max(planned) / min(planned) <= 1.10 and all(abs(p / 18 - 1) <= 0.10 for p in planned), planned
+    for row in (ours, peer):
+        plan = row.time_plan
+        assert plan["minutes"] == 0.3 and row.epochs == plan["epochs"] > PROBE_EPOCHS  # a full schedule of its own
+        assert plan["probe"]["epoch_s"] > 0 and plan["probe"]["cpu"] == row.train_cpu == cpu_info().describe()
+        assert row.train_s == pytest.approx(sum(p["seconds"] for p in row.train_parts))
+        # measured: near the minutes (the 10% check is the timed test below: this machine is shared)
+        assert 0.6 * 18 < row.train_s < 1.4 * 18, (row.model, row.train_s)
+        assert row.int8_ir and Path(row.int8_ir).is_file()  # the real runs did make their INT8 model ...
+        probe = sub / "probe" / row.model
+        assert (sub / "probe" / f"{row.model}.json").is_file() and (probe / "train_done.json").is_file()
+        for pattern in PROBE_LEAVES_OUT:  # ... the probes made none, and did not evaluate or export
+            assert not list(probe.rglob(pattern)), (row.model, pattern)
+    assert ours.precision == ("bf16 autocast" if bf16_supported() else "fp32")
+    assert ours.recipe == "cpu_s320" and peer.precision == "fp32" and peer.recipe == "Ultralytics defaults"
+    assert peer.epochs != ours.epochs  # each its own plan: the report does not call that a warning
+    report = (sub / "showdown.md").read_text()
+    assert "Training time, per run:" in report and "WARNING: the runs trained for different epochs" not in report
+    assert "YOLO-NAS: cpu_s320, " in report and "YOLOv8: Ultralytics defaults, fp32" in report
+    # a later call finds the rows done: no probe measured again, no row trained again
+    stamps = {p: p.stat().st_mtime_ns for p in [*sub.glob("*_seed0.json"), *sub.glob("probe/*.json")]}
+    run_showdown(cfg)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@needs_peer
+@pytest.mark.skipif(not os.environ.get("YOLONAS_TIMING_TESTS"), reason="a timed assertion, for a quiet machine: "
+                    "set YOLONAS_TIMING_TESTS=1")
+def test_minutes_give_ours_and_a_peer_training_times_equal_within_10_percent(minutes_run):
+    _, sub = minutes_run
+    times = [r.train_s for r in load_rows(sub)]
+    assert max(times) / min(times) <= 1.10, times
+
+
+def _probe_clock(ends: list[float], total: float) -> list[dict]:
+    return [{"cpu": "CPU A", "threads": 2, "precision": "fp32", "epoch_ends": ends, "seconds": total}]
+
+
+def test_the_plan_fits_the_minutes_from_the_probe_times():
+    # epochs of 10 s with mosaic, 8 s without; 30 s of set-up and final validation
+    ends = [25.0, 35.0, 45.0, 55.0, 64.0, 72.0, 80.0, 93.0]
+    probe = probe_from_clock("m", {}, _probe_clock(ends, 100.0), close_mosaic=10)
+    assert (probe.epoch_s, probe.plain_epoch_s) == (10.0, 8.0)
+    assert probe.fixed_s == pytest.approx(100.0 - 4 * 10.0 - 4 * 8.0)
+    assert probe.predict_s(50) == pytest.approx(28.0 + 40 * 10.0 + 10 * 8.0)
+    assert plan_epochs(probe, 15, 1000) == 89  # 28 + 79 * 10 + 10 * 8 = 898 s, the nearest to 900
+    assert plan_epochs(probe, 15, 40) == 40  # --epochs caps it ...
+    assert time_plan(probe, 15, 40)["capped"] and not time_plan(probe, 15, 1000)["capped"]  # ... and the row says so
+    assert plan_epochs(probe, 0.1, 1000) == 1
+    with pytest.raises(InputError, match="probe's clock holds 2 part"):
+        probe_from_clock("m", {}, _probe_clock(ends, 100.0) * 2, close_mosaic=10)
+
+
+def test_a_saved_probe_is_reused_and_one_with_other_settings_measured_again(tmp_path):
+    cfg = ShowdownConfig(data=str(tmp_path), models=("yolo_nas_tiny",), imgsz=64, threads=1)
+    calls = []
+
+    def measure(folder: Path, seed: int):
+        calls.append(seed)
+        ends = [2.0 + k for k in range(PROBE_EPOCHS)]
+        return [{**_probe_clock(ends, ends[-1] + 1)[0], "cpu": cpu_info().describe()}], 10
+
+    first = get_probe("yolo_nas_tiny", cfg, tmp_path, 1, 0, measure)
+    assert get_probe("yolo_nas_tiny", cfg, tmp_path, 1, 5, measure) == first and calls == [0]  # every seed, once
+    get_probe("yolo_nas_tiny", dataclasses.replace(cfg, imgsz=96), tmp_path, 1, 0, measure)
+    assert calls == [0, 0]
+
+
+def _cut_off(cfg: ShowdownConfig, model: str, folder: Path) -> dict:
+    """Run `cfg` with a stop after epoch 1, as a session cut off would; the run's one clock part."""
+    with pytest.raises(TrainingStopped, match=f"{model}: .*stopped after epoch 1 of 3"):
+        run_showdown(dataclasses.replace(cfg, stop_after_epochs=1))
+    (part,) = read_parts(folder)
+    assert part["epochs_done"] == 1 and not part["finished"]
+    return part
+
+
+def _resumed_row(cfg: ShowdownConfig, model: str, sub: Path, first: dict) -> ShowdownRow:
+    """Run `cfg` again: the row is completed from its last.pt, with its planned epochs and both parts' time."""
+    run_showdown(cfg)
+    (row,) = [r for r in load_rows(sub) if r.model == model]
+    assert row.ok and row.epochs == 3, row.message
+    assert [p["from_epoch"] for p in row.train_parts] == [0, 1]  # resumed after epoch 1, not started over
+    assert row.train_parts[0] == first and row.train_parts[1]["epochs_done"] == 3 and row.train_parts[1]["finished"]
+    assert row.train_s == pytest.approx(first["seconds"] + row.train_parts[1]["seconds"])
+    assert row.train_time_rule.startswith("train_s is the sum of train_parts' seconds")  # the row says so
+    assert f"{model} seed 0 in 2 parts" in (sub / "showdown.md").read_text()
+    return row
+
+
+def test_our_training_cut_off_inside_a_row_resumes_with_its_epochs_and_sums_its_parts(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), epochs=3, int8=False)
+    sub = tmp_path / "t" / tiny_data.parent.name
+    first = _cut_off(cfg, "yolo_nas_tiny", sub / "yolo_nas_tiny" / "seed0")
+    assert not (sub / "yolo_nas_tiny_seed0.json").exists()  # no row until the run is complete
+    _resumed_row(cfg, "yolo_nas_tiny", sub, first)
+
+
+@needs_peer
+def test_a_peer_training_cut_off_inside_a_row_resumes_from_its_last_pt(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path, ("yolov8n",), epochs=3, int8=False, ultralytics_python=str(PEER_PYTHON))
+    sub = tmp_path / "t" / tiny_data.parent.name
+    first = _cut_off(cfg, "yolov8n", sub / "yolov8n" / "seed0")
+    assert (sub / "yolov8n" / "seed0" / "train" / "weights" / "last.pt").is_file()
+    row = _resumed_row(cfg, "yolov8n", sub, first)
+    assert row.train_cpu == cpu_info().describe() and row.precision == "fp32"
+
+
+def test_a_failed_row_is_run_again_by_the_next_call(tiny_data, tmp_path):
+    sub = tmp_path / "t" / tiny_data.parent.name
+    _write(sub, ShowdownRow(model="yolo_nas_tiny", family="YOLO-NAS", status="failed", seed=0, message="killed"))
+    run_showdown(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), int8=False))
+    (row,) = load_rows(sub)
+    assert row.ok and row.train_parts and row.train_parts[0]["finished"]
+
+
+def _timed(model: str, fam: str, seed: int, train_s: float, cpus: list[str], **kw) -> ShowdownRow:
+    parts = [{"cpu": c, "threads": 2, "seconds": train_s / len(cpus), "from_epoch": 0, "epochs_done": 1,
+              "precision": "fp32"} for c in cpus]
+    probe = {"cpu": "CPU A", "epoch_s": 10.0, "plain_epoch_s": 9.0, "fixed_s": 20.0}
+    plan = {"minutes": 15, "epochs": 80, "predicted_s": 900.0, "probe": probe}
+    return _row(model, fam, 0.3, seed=seed, train_s=train_s, train_parts=parts, time_plan=plan, precision="fp32",
+                train_cpu=cpus[0] if len(set(cpus)) == 1 else "mixed: " + "; ".join(cpus), epochs=80, **kw)
+
+
+def test_rows_off_the_minutes_or_trained_on_other_cpus_are_flagged_and_kept_out_of_the_time_comparison(tmp_path):
+    _write(tmp_path, _timed("yolo_nas_s", "YOLO-NAS", 0, 900.0, ["CPU A"]))
+    _write(tmp_path, _timed("yolo_nas_s", "YOLO-NAS", 1, 1200.0, ["CPU B"]))  # a later session on another machine
+    _write(tmp_path, _timed("yolov8s", "YOLOv8", 0, 1000.0, ["CPU A", "CPU B"]))  # resumed elsewhere
+    _write(tmp_path, _timed("yolo11s", "YOLO11", 0, 780.0, ["CPU A"]))  # 13% short of 15 minutes
+    result = write_report(tmp_path)
+    report = (tmp_path / "showdown.md").read_text()
+    assert "WARNING: training time off --minutes by more than 10%: yolo_nas_s seed 1 20.0 min (+33.3%)" in report
+    assert "yolo11s seed 0 13.0 min (-13.3%)" in report and "yolo_nas_s seed 0 15.0" not in report
+    assert "trained in parts on different CPUs, left out of the time comparison: yolov8s seed 0" in report
+    assert "trained on another CPU than CPU A" in report and "yolo_nas_s seed 1 on CPU B" in report
+    nas, v8, _ = result["models"]
+    assert nas["train_s"] == 900.0 and nas["AP"] == pytest.approx(0.3)  # seed 1's time left out, its AP kept
+    assert v8["train_s"] is None and result["reference_cpu"] == "CPU A"
+    assert "| yolo_nas_s | 1 | 80 | - | fp32 | 10.0 / 9.0 | 20 | 15.0 | 20.0 | +33.3 | 1 | - | CPU B |" in report
+
+
+def test_an_int8_collapse_is_reported_as_measured():
+    models = aggregate([_row("yolo26s", "YOLO26", 0.30, AP_int8=0.01), _row("yolo11s", "YOLO11", 0.30, AP_int8=0.29),
+                        _row("yolov8s", "YOLOv8", 0.30, int8_error="RuntimeError: nncf")])
+    notes = int8_notes(models)
+    assert notes[0] == ("INT8 collapse, as measured: yolo26s's own OpenVINO INT8 scores 1.0 mAP against 30.0 in fp32; "
+                        "reported for YOLO26's OpenVINO INT8 in ultralytics issue #23987.")
+    assert notes[1].startswith("INT8 failed for yolov8s: RuntimeError: nncf") and len(notes) == 2
+    assert "| 1.0 |" in markdown_table(models)  # the INT8 column holds the measured value, not a blank
+
+
+def test_minutes_and_budget_together_are_refused_and_auto_picks_our_recipe_for_the_hardware(tiny_data, tmp_path):
+    with pytest.raises(InputError, match="--minutes and --budget: give one"):
+        check_config(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), minutes=15, budget_minutes=60))
+    with pytest.raises(InputError, match="nope: no such recipe"):
+        check_config(_cfg(tiny_data, tmp_path, ("yolo_nas_tiny",), recipe="nope"))
+    assert ShowdownConfig(data="d", device="cpu").our_recipe() == "cpu_s320"
+    assert ShowdownConfig(data="d", device="cuda:1").our_recipe() == "scratch_small_data"
+    assert ShowdownConfig(data="d", device="cpu", recipe="finetune").our_recipe() == "finetune"
+
+
+def test_the_peer_interpreter_defaults_to_the_checkouts_venv(monkeypatch):
+    monkeypatch.delitem(os.environ, "YOLONAS_ULTRALYTICS_PYTHON", raising=False)
+    assert ultralytics_python() == Path(".venv-ultralytics/bin/python")
+    monkeypatch.setenv("YOLONAS_ULTRALYTICS_PYTHON", "/x/python")
+    assert ultralytics_python() == Path("/x/python") and ultralytics_python("/y/python") == Path("/y/python")

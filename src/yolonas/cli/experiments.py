@@ -39,11 +39,19 @@ def showdown(
     models: Annotated[str, typer.Option("--models", help="Comma-separated: yolo_nas_s|m|l (ours; yolo_nas_tiny for "
                                         "quick checks) and Ultralytics' yolov8n|s|m|l, yolo11n|s|m|l, yolo26n|s|m|l.")
                       ] = "yolo_nas_s,yolov8s,yolo11s,yolo26s",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget: the ceiling), at least 1.",
-                                        callback=AT_LEAST_1)] = 100,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model (with --budget or --minutes: the ceiling), "
+                                        "at least 1.", callback=AT_LEAST_1)] = 100,
+    minutes: Annotated[float | None, typer.Option("--minutes", help="Training minutes per model, more than 0: each "
+                       "model gets the epochs that fit, from a short probe of its own (saved, reused for every seed), "
+                       "with a full schedule for them; the report flags a run off by more than 10%.",
+                       callback=ABOVE_0)] = None,
     budget: Annotated[float | None, typer.Option("--budget", help="Minutes for the whole call, more than 0, split "
-                      "over the data sets: a 1-epoch probe per model, then the epochs that fit.", callback=ABOVE_0)
-                      ] = None,
+                      "over the data sets: a 1-epoch probe per model, then the same epochs for all that fit (not "
+                      "with --minutes).", callback=ABOVE_0)] = None,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Our models' recipe (a name or YAML); auto: cpu_s320 "
+                      "on a CPU (bf16 autocast where the CPU has native bf16), scratch_small_data on a GPU. The "
+                      "showdown's data, size, batch, epochs, seed, workers and device override it; Ultralytics' "
+                      "models train with its defaults.")] = "auto",
     seeds: Annotated[int, typer.Option("--seeds", help="Runs per model (seeds --seed, --seed + 1, ...), at least 1: "
                      "the table keeps mean and spread, and calls differences under the spread a tie.",
                      callback=AT_LEAST_1)] = 1,
@@ -74,13 +82,16 @@ def showdown(
                     ] = "exp",
     json_out: JsonOpt = None,
 ) -> None:
-    """YOLO-NAS vs YOLOv8, YOLO11, YOLO26 trained alike, scored by one COCO evaluator, each on its fastest CPU path:
-    a table and frontier plot per data set, a summary over them, JSON."""
+    """YOLO-NAS vs YOLOv8, YOLO11, YOLO26, each trained its own framework's way for the same epochs or (--minutes)
+    the same time, scored by one COCO evaluator, each on its fastest CPU path: a table and frontier plot per data set,
+    a summary over them, JSON. A call cut off resumes where it stopped: row by row, and inside a row from its
+    last.pt."""
     from yolonas.showdown import ShowdownConfig  # noqa: PLC0415
 
     defaults = {} if workers is None else {"workers": workers}  # else ShowdownConfig's, from the CPU count
     cfg = ShowdownConfig(data=data, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
-                         budget_minutes=budget, seeds=seeds, imgsz=imgsz, batch=batch, device=device, backend=backend,
+                         budget_minutes=budget, minutes=minutes, recipe=recipe, seeds=seeds, imgsz=imgsz, batch=batch,
+                         device=device, backend=backend,
                          int8=int8, split=split, calib_images=calib_images, threads=threads, seed=seed,
                          ultralytics_python=ultralytics_python, skip_missing_peers=skip_missing_peers, force=force,
                          name=name, command="yolonas " + " ".join(sys.argv[1:]), **defaults)

@@ -1,6 +1,7 @@
 """A showdown call, step by step: check the config, then per data set (one sub-run each): skip the runs already done,
-probe for the budget, run each model and seed (ours in this process, the peers as a child), time every finished
-model together, write its report; then the summary over the data sets."""
+probe for the budget (--budget: equal epochs) or each model's time probe (--minutes: equal training time, probe.py),
+run each model and seed (ours in this process, the peers as a child; a training cut off resumes from its last.pt),
+time every finished model together, write its report; then the summary over the data sets."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from yolonas.showdown.budget import budget_decision
 from yolonas.showdown.child import check_peers, peer_missing, ultralytics_python
 from yolonas.showdown.config import ShowdownConfig, check_config, dataset_names, family, is_ours, nms_free
 from yolonas.showdown.latency import time_together
-from yolonas.showdown.ours import run_ours
-from yolonas.showdown.peer import peer_yaml, run_peer
+from yolonas.showdown.ours import probe_ours, run_ours
+from yolonas.showdown.peer import peer_yaml, probe_peer, run_peer
+from yolonas.showdown.probe import get_probe, time_plan
 from yolonas.showdown.report import write_report
 from yolonas.showdown.rows import ShowdownRow, model_dir, row_path, save_row
 from yolonas.showdown.summary import write_summary
@@ -26,35 +28,76 @@ from yolonas.showdown.threads import resolve_threads
 logger = logging.getLogger(__name__)
 
 
-def _peer_fields(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int,
-                 seed: int) -> dict:
-    """The fields of a peer's row: its results, or status failed / missing with a one-line message."""
+def _peer_blocker(cfg: ShowdownConfig) -> dict | None:
+    """The fields of a peer row that cannot run (status failed or missing, with why), or None when it can."""
     try:
         peer_yaml(cfg.data)  # a data set Ultralytics cannot read fails this row only, before any child starts
     except InputError as e:
         return {"status": "failed", "message": str(e)}
+    why = peer_missing(ultralytics_python(cfg.ultralytics_python))
+    return None if why is None else {"status": "missing", "message": why}
+
+
+def _peer_fields(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, dataset, threads: int,
+                 seed: int) -> dict:
+    """The fields of a peer's row: its results, or status failed / missing with a one-line message."""
+    blocked = _peer_blocker(cfg)
+    if blocked is not None:
+        return blocked
     python = ultralytics_python(cfg.ultralytics_python)
-    why = peer_missing(python)
-    if why is not None:
-        return {"status": "missing", "message": why}
     try:
         return {"status": "ok", **run_peer(model, cfg, epochs, folder, dataset, threads, python, seed)}
     except InputError as e:
         return {"status": "failed", "message": str(e)}
 
 
+def _base_row(model: str, cfg: ShowdownConfig, epochs: int, seed: int, threads: int) -> ShowdownRow:
+    return ShowdownRow(model=model, family=family(model), seed=seed, epochs=epochs, settings=cfg.settings(),
+                       backend=cfg.backend, threads=threads, nms_free=nms_free(model), command=cfg.command)
+
+
 def run_model(model: str, cfg: ShowdownConfig, epochs: int, folder: Path, seed: int | None = None) -> ShowdownRow:
     """One model's full step (train, evaluate, export, INT8) with one seed into `folder`; its row, never raising for a
-    missing or failing peer (the row then says why)."""
+    missing or failing peer (the row then says why). A training cut off or stopped (TrainingStopped) raises, and
+    the next call resumes it from its last.pt."""
     seed = cfg.seed if seed is None else seed
     folder.mkdir(parents=True, exist_ok=True)
     threads = resolve_threads(cfg.threads)
-    row = ShowdownRow(model=model, family=family(model), seed=seed, epochs=epochs, settings=cfg.settings(),
-                      backend=cfg.backend, threads=threads, nms_free=nms_free(model), command=cfg.command)
+    row = _base_row(model, cfg, epochs, seed, threads)
     dataset = open_dataset(cfg.data, cfg.split)
     if is_ours(model):
         return dataclasses.replace(row, status="ok", **run_ours(model, cfg, epochs, folder, dataset, threads, seed))
     return dataclasses.replace(row, **_peer_fields(model, cfg, epochs, folder, dataset, threads, seed))
+
+
+def minutes_plan(model: str, cfg: ShowdownConfig, run: Path, seed: int) -> dict | None:
+    """--minutes: the model's time plan on this data set (probe.time_plan), its probe measured once and saved; None
+    for a peer that cannot run (its row then says why). InputError when the probe fails."""
+    if not is_ours(model) and _peer_blocker(cfg) is not None:
+        return None
+    threads = resolve_threads(cfg.threads)
+    python = ultralytics_python(cfg.ultralytics_python)
+
+    def measure(folder: Path, probe_seed: int) -> tuple[list[dict], int]:
+        if is_ours(model):
+            return probe_ours(model, cfg, folder, threads, probe_seed)
+        return probe_peer(model, cfg, folder, threads, python, probe_seed)
+
+    return time_plan(get_probe(model, cfg, run, threads, seed, measure), cfg.minutes, cfg.epochs)
+
+
+def run_planned(model: str, cfg: ShowdownConfig, run: Path, seed: int, epochs: int) -> ShowdownRow:
+    """One run of the data set in `run`: with --minutes, for the epochs its probe plans (the row keeps the plan); a
+    failing probe is the row's failure."""
+    plan = None
+    if cfg.minutes is not None:
+        try:
+            plan = minutes_plan(model, cfg, run, seed)
+        except InputError as e:
+            row = _base_row(model, cfg, epochs, seed, resolve_threads(cfg.threads))
+            return dataclasses.replace(row, status="failed", message=f"time probe: {e}")
+    row = run_model(model, cfg, plan["epochs"] if plan else epochs, model_dir(run, model, seed), seed)
+    return dataclasses.replace(row, time_plan=plan)
 
 
 def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path, budget_minutes: float) -> int:
@@ -81,15 +124,19 @@ def probe_and_scale(cfg: ShowdownConfig, todo: list[tuple[str, int]], run: Path,
 
 
 def runs_to_do(cfg: ShowdownConfig, run: Path) -> list[tuple[str, int]]:
-    """The (model, seed) runs of `cfg` without a row in the run folder (all of them with --force)."""
+    """The (model, seed) runs of `cfg` without an ok row in the run folder (all of them with --force): a call cut
+    off between rows resumes at the first one missing, and a failed or missing row is tried again."""
     todo = []
     for model in cfg.models:
         for seed in cfg.seed_list():
-            if cfg.force or not row_path(run, model, seed).is_file():
+            path = row_path(run, model, seed)
+            if cfg.force or not path.is_file():
+                todo.append((model, seed))
+            elif (status := json.loads(path.read_text()).get("status")) != "ok":
+                logger.info("showdown: %s seed %d was %s (%s): running it again", model, seed, status, path)
                 todo.append((model, seed))
             else:
-                logger.info("showdown: %s seed %d done already (%s); --force redoes it", model, seed,
-                            row_path(run, model, seed))
+                logger.info("showdown: %s seed %d done already (%s); --force redoes it", model, seed, path)
     return todo
 
 
@@ -102,7 +149,7 @@ def run_dataset(cfg: ShowdownConfig, run: Path, budget_minutes: float | None) ->
     if budget_minutes is not None and todo:
         epochs = probe_and_scale(cfg, todo, run, budget_minutes)  # takes the probes off todo when they are results
     for model, seed in todo:
-        save_row(run_model(model, cfg, epochs, model_dir(run, model, seed), seed), row_path(run, model, seed))
+        save_row(run_planned(model, cfg, run, seed, epochs), row_path(run, model, seed))
     if ran:  # latency is taken here only, every model side by side, not each after its own training
         time_together(run, cfg)
     return write_report(run, cfg.command, cfg.tie_noise)

@@ -9,9 +9,10 @@ import statistics
 from yolonas.showdown.config import DEFAULT_NOISE
 from yolonas.showdown.rows import ShowdownRow
 
-# Averaged over a model's seeds; the spread is kept for those in SPREAD.
+# Averaged over a model's seeds; the spread is kept for those in SPREAD. train_s only over the seeds whose training
+# time compares (time_comparable not False: trained wholly on the data set's reference CPU).
 MEAN_FIELDS = ("AP", "AP50", "APs", "APm", "APl", "AP_int8", "AP50_int8", "train_s", "after_s")
-SPREAD = ("AP", "AP_int8")
+SPREAD = ("AP", "AP50", "APs", "AP_int8")
 TIE_RULE = ("tie: two models' mean AP differ by less than the noise, the larger of their seed spreads (sample "
             "standard deviation over seeds) when both ran 2 seeds or more, else {noise:.1f} points (the one-seed "
             "spread measured on aquarium)")
@@ -34,6 +35,7 @@ def aggregate(rows: list[ShowdownRow]) -> list[ShowdownRow]:
     for runs in by_model.values():
         ok = [r for r in runs if r.ok]
         values = {key: [v for r in ok if (v := getattr(r, key)) is not None] for key in MEAN_FIELDS}
+        values["train_s"] = [r.train_s for r in ok if r.train_s is not None and r.time_comparable is not False]
         means = {key: _mean(v) for key, v in values.items()}
         spreads = {f"{key}_spread": _spread(values[key]) for key in SPREAD}
         out.append(dataclasses.replace(ok[0] if ok else runs[0], seeds=[r.seed for r in ok],

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolonas.errors import InputError
+from yolonas.train.config import load_recipe
 
 # Every model a showdown accepts, by family, smallest first (the table's order). YOLO-NAS is ours and trains in this
 # process; the others are Ultralytics' and train in its venv from `<model>.yaml`, which names the scale.
@@ -28,6 +29,18 @@ DEFAULT_MODELS = ("yolo_nas_s", "yolov8s", "yolo11s", "yolo26s")
 # The AP difference under which two one-seed results are a tie: the spread of one-seed AP measured on aquarium
 # (1.3 points). With --seeds 2 or more, the spread measured over the seeds replaces it.
 DEFAULT_NOISE = 0.013
+# --recipe auto: ours trains as our own recipe for the hardware does (the peers as Ultralytics' defaults do there).
+CPU_RECIPE = "cpu_s320"
+GPU_RECIPE = "scratch_small_data"
+
+
+def on_cuda(device: str) -> bool:
+    """Whether --device trains on a GPU: cuda, cuda:N, or auto where torch sees one."""
+    if device == "auto":
+        import torch  # noqa: PLC0415 - only for auto, so that reading a config needs no torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
 
 
 def default_workers() -> int:
@@ -75,8 +88,9 @@ class ShowdownConfig:
 
     data: str  # one data set, or several comma-separated (one sub-run each)
     models: tuple[str, ...] = DEFAULT_MODELS
-    epochs: int = 100
+    epochs: int = 100  # with budget_minutes or minutes: the ceiling
     budget_minutes: float | None = None  # scale epochs so the whole call fits; --epochs is then the ceiling
+    minutes: float | None = None  # each model's training wall-clock: its epochs from a probe of its own (probe.py)
     imgsz: int = 640
     batch: int = 16
     device: str = "auto"
@@ -95,8 +109,10 @@ class ShowdownConfig:
     skip_missing_peers: bool = False  # run ours when Ultralytics is missing (its rows say so) instead of failing
     name: str = "exp"
     project: str = "runs/showdown"
-    recipe: str = "scratch_small_data"
+    recipe: str = "auto"  # ours: a recipe name or YAML; auto: cpu_s320 on a CPU, scratch_small_data on a GPU
     force: bool = False  # redo models whose <model>_seed<k>.json exists
+    stop_after_epochs: int | None = None  # stop each training once it has saved this epoch (the next call resumes)
+    clock: str = "wall"  # training time: wall-clock; cpu: the training process's CPU seconds (tests, shared machines)
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -108,10 +124,18 @@ class ShowdownConfig:
         """The seeds each model runs with."""
         return [self.seed + k for k in range(self.seeds)]
 
+    def our_recipe(self) -> str:
+        """The recipe our models train with: --recipe, where `auto` is our CPU recipe (cpu_s320: bf16 autocast where
+        the CPU has native bf16) when training runs on the CPU, else scratch_small_data."""
+        if self.recipe != "auto":
+            return self.recipe
+        return GPU_RECIPE if on_cuda(self.device) else CPU_RECIPE
+
     def settings(self) -> dict:
         """The settings a row must share with the others to belong in the same table (the seed is the row's own)."""
         return {"data": str(Path(self.data).resolve()), "imgsz": self.imgsz, "batch": self.batch,
-                "split": self.split, "train_split": self.train_split, "backend": self.backend}
+                "split": self.split, "train_split": self.train_split, "backend": self.backend,
+                "recipe": self.our_recipe(), "minutes": self.minutes}
 
 
 def check_config(cfg: ShowdownConfig) -> None:
@@ -129,8 +153,19 @@ def check_config(cfg: ShowdownConfig) -> None:
         raise InputError(f"--epochs {cfg.epochs}: at least 1")
     if cfg.budget_minutes is not None and cfg.budget_minutes <= 0:
         raise InputError(f"--budget {cfg.budget_minutes:g}: give the minutes for the whole call, more than 0")
+    if cfg.minutes is not None and cfg.minutes <= 0:
+        raise InputError(f"--minutes {cfg.minutes:g}: give each model's training minutes, more than 0")
+    if cfg.minutes is not None and cfg.budget_minutes is not None:
+        raise InputError("--minutes and --budget: give one (--minutes: each model's training time; --budget: the "
+                         "whole call's, split into equal epochs)")
     if cfg.seeds < 1:
         raise InputError(f"--seeds {cfg.seeds}: at least 1")
+    if cfg.clock not in ("wall", "cpu"):
+        raise InputError(f"clock {cfg.clock!r}: use wall or cpu")
+    if cfg.stop_after_epochs is not None and cfg.stop_after_epochs < 1:
+        raise InputError(f"stop_after_epochs {cfg.stop_after_epochs}: at least 1")
+    if any(is_ours(m) for m in cfg.models):
+        load_recipe(cfg.our_recipe())  # an unknown recipe fails now, in one line, not after the peers trained
     if not cfg.datasets():
         raise InputError("--data: name at least one data set")
     for data in cfg.datasets():

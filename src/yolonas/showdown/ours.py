@@ -12,13 +12,15 @@ import torch
 from yolonas.arch.summary import summarize
 from yolonas.deploy.backends import load_backend
 from yolonas.deploy.export import export_onnx
-from yolonas.deploy.timing import torch_threads
+from yolonas.deploy.timing import cpu_info, torch_threads
 from yolonas.eval.validate import validate
 from yolonas.infer import Predictor
 from yolonas.infer.postprocess import VAL_NMS
 from yolonas.quant.config import QuantConfig
 from yolonas.quant.pipeline import quantize
+from yolonas.showdown.clock import TRAIN_FIELDS, TrainClock, TrainingStopped, parts_record
 from yolonas.showdown.config import ShowdownConfig
+from yolonas.showdown.probe import PROBE_EPOCHS, PROBE_PLAIN
 from yolonas.train import apply_overrides, load_recipe, train
 from yolonas.weights import load
 
@@ -32,21 +34,49 @@ def _train_overrides(model: str, cfg: ShowdownConfig, epochs: int, out: Path, se
                  # the last weights are scored, as for YOLOv8: no picking of a best epoch on the eval split
                  "run.val_every": 0}
     if (out / "train" / "weights" / "last.pt").is_file():
-        overrides["run.resume"] = True  # a call that was cut off mid-training
+        overrides["run.resume"] = True  # a call that was cut off mid-training: its last.pt keeps its epochs
     return overrides
 
 
-def train_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, seed: int) -> dict:
-    """Train (or resume) one model into `out`; {last, train_s, train_threads}, kept in train_done.json so that a
-    call cut off during evaluation does not train again."""
+PRECISION = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
+
+
+def _clocked(model: str, clock: TrainClock, stop_after: int | None):
+    """The trainer's end-of-epoch call: the clock notes the saved epoch, then a stop asked for is raised."""
+
+    def on_epoch_end(trainer, epoch: int) -> None:
+        clock.epoch_end(trainer.start_epoch, epoch, PRECISION[trainer.amp_dtype])
+        if stop_after is not None and stop_after <= epoch < trainer.cfg.schedule.epochs:
+            raise TrainingStopped(f"{model}: stopped after epoch {epoch} of {trainer.cfg.schedule.epochs} "
+                                  f"({clock.folder}); the next call resumes it")
+
+    return on_epoch_end
+
+
+def train_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, seed: int, extra: dict | None = None,
+               stop_after: int | None = None) -> dict:
+    """Train (or resume) one model into `out` with our recipe (and `extra` overrides); {last, epochs, and the
+    training fields of its clock's parts}, kept in train_done.json so that a call cut off during evaluation does not
+    train again. Stops with TrainingStopped once epoch `stop_after` is saved."""
     done = out / "train_done.json"
     if done.is_file():
         return json.loads(done.read_text())
-    t0 = time.perf_counter()
-    result = train(apply_overrides(load_recipe(cfg.recipe), _train_overrides(model, cfg, epochs, out, seed)))
-    record = {"last": str(result.last), "train_s": time.perf_counter() - t0, "train_threads": torch.get_num_threads()}
+    clock = TrainClock(out, cpu_info().describe(), torch.get_num_threads(), cfg.clock)
+    recipe = apply_overrides(load_recipe(cfg.our_recipe()), {**_train_overrides(model, cfg, epochs, out, seed),
+                                                            **(extra or {})})
+    result = train(recipe, _clocked(model, clock, stop_after))
+    record = {"last": str(result.last), "epochs": result.epochs, **parts_record(clock.finish(result.epochs))}
     done.write_text(json.dumps(record) + "\n")
     return record
+
+
+def probe_ours(model: str, cfg: ShowdownConfig, out: Path, threads: int, seed: int) -> tuple[list[dict], int]:
+    """Train the probe (probe.py) into `out` on `threads` threads, as the real run trains but for PROBE_EPOCHS, the
+    last PROBE_PLAIN without mosaic; nothing after training. Its clock's parts, and the real run's epochs without
+    mosaic (the recipe's)."""
+    with torch_threads(threads):
+        record = train_ours(model, cfg, PROBE_EPOCHS, out, seed, {"schedule.close_mosaic_epochs": PROBE_PLAIN})
+    return record["train_parts"], load_recipe(cfg.our_recipe()).schedule.close_mosaic_epochs
 
 
 def eval_device(cfg: ShowdownConfig) -> str:
@@ -87,12 +117,13 @@ def run_ours(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, t
     gets the same number), torch's own count given back after; its ShowdownRow fields (time_together
     times it)."""
     with torch_threads(threads):
-        record = train_ours(model, cfg, epochs, out, seed)
+        record = train_ours(model, cfg, epochs, out, seed, stop_after=cfg.stop_after_epochs)
         t1 = time.perf_counter()
         device = eval_device(cfg)
         fields = score_fp32(Path(record["last"]), cfg, dataset, device, out)
         if cfg.int8:
             fields.update(score_int8(Path(fields["onnx_fp32"]), cfg, dataset, out, threads, seed))
-    fields.update({"epochs": epochs, "train_s": record["train_s"], "after_s": time.perf_counter() - t1,
-                   "device": device, "recipe": cfg.recipe, "train_threads": record.get("train_threads")})
+    train_fields = {k: record.get(k) for k in TRAIN_FIELDS}
+    fields.update({**train_fields, "epochs": record.get("epochs", epochs), "after_s": time.perf_counter() - t1,
+                   "device": device, "recipe": cfg.our_recipe()})
     return fields

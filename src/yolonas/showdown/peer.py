@@ -14,10 +14,13 @@ from yolonas.data import open_dataset
 from yolonas.data.images import select_images
 from yolonas.data.splits import data_yaml_of, source_images
 from yolonas.data.yolo import label_path, read_data_yaml
+from yolonas.deploy.timing import cpu_info
 from yolonas.errors import InputError
 from yolonas.eval.coco import coco_metrics
 from yolonas.showdown.child import peer_script
+from yolonas.showdown.clock import STOPPED_EXIT, TrainingStopped, parts_record, read_parts
 from yolonas.showdown.config import ShowdownConfig, nms_free
+from yolonas.showdown.probe import PROBE_EPOCHS, PROBE_PLAIN
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +90,20 @@ def peer_predictions_to_coco(predictions: list[dict], file_ids: dict[str, int], 
 
 
 def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threads: int, python: Path,
-                  seed: int, script: Path) -> list[str]:
-    """The child's command line; writes its data copy (under the run folder, shared by the peers) and the INT8
-    calibration data set (the same train images as ours for this seed)."""
+                  seed: int, script: Path, probe: bool = False) -> list[str]:
+    """The child's command line; writes its data copy (under the run folder, shared by the peers) and, unless this
+    is a probe (training only), the INT8 calibration data set (the same train images as ours for this seed)."""
     data_yaml = peer_data(cfg.data, (cfg.train_split, cfg.split), out.parents[1] / "ultralytics_data")
     cmd = [str(python), str(script), "--model", model, "--data", str(data_yaml), "--epochs", str(epochs),
            "--imgsz", str(cfg.imgsz), "--batch", str(cfg.batch), "--seed", str(seed), "--device", cfg.device,
-           "--workers", str(cfg.workers), "--out", str(out), "--threads", str(threads)]
+           "--workers", str(cfg.workers), "--out", str(out), "--threads", str(threads),
+           "--cpu", cpu_info().describe(), "--clock", cfg.clock]
     if nms_free(model):
         cmd.append("--nms-free")
+    if probe:
+        return [*cmd, "--probe", "--close-mosaic", str(PROBE_PLAIN)]
+    if cfg.stop_after_epochs is not None:
+        cmd += ["--stop-after-epochs", str(cfg.stop_after_epochs)]
     if cfg.int8:
         calib = select_images(source_images(cfg.data, cfg.train_split), cfg.calib_images, seed)
         (out / "calib_images.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in calib))
@@ -105,16 +113,29 @@ def child_command(model: str, cfg: ShowdownConfig, epochs: int, out: Path, threa
 
 
 def run_child(cmd: list[str], model: str, out: Path) -> dict:
-    """Run the child, its stderr into out/child.log; its result line's dict, or InputError with the log's tail."""
+    """Run the child, its stderr into out/child.log; its result line's dict, TrainingStopped when it stopped as
+    asked (stop_after_epochs), or InputError with the log's tail."""
     logger.info("showdown: %s", " ".join(cmd))
     with open(out / "child.log", "w") as log:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    tail = (out / "child.log").read_text().strip().splitlines()[-1:] or ["no output"]
+    if proc.returncode == STOPPED_EXIT:
+        raise TrainingStopped(f"{model}: {tail[0][:300]} ({out}); the next call resumes it")
     lines = [ln[len(RESULT_MARKER):] for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
-        tail = (out / "child.log").read_text().strip().splitlines()[-1:] or ["no output"]
         raise InputError(f"{model}: the Ultralytics child failed (exit {proc.returncode}): {tail[0][:300]} "
                          f"(full log: {out / 'child.log'})")
     return json.loads(lines[-1])
+
+
+def probe_peer(model: str, cfg: ShowdownConfig, out: Path, threads: int, python: Path,
+               seed: int) -> tuple[list[dict], int]:
+    """The child's probe (probe.py) into `out`: training only, no evaluation, export or INT8; its clock's parts, and
+    the epochs Ultralytics closes mosaic for in a real run (its default)."""
+    with peer_script() as script:
+        child = run_child(child_command(model, cfg, PROBE_EPOCHS, out, threads, python, seed, script, probe=True),
+                          model, out)
+    return read_parts(out), child["close_mosaic"]
 
 
 def score_child(child: dict, dataset, out: Path) -> dict:
@@ -136,6 +157,8 @@ def score_child(child: dict, dataset, out: Path) -> dict:
                 row.update({"APs": m.APs, "APm": m.APm, "APl": m.APl})
     if child.get("int8_ir"):
         row.update({"int8_ir": child["int8_ir"], "int8_recipe": child["int8_recipe"]})
+    if child.get("int8_error"):  # fp32 results stand; the row says why there is no INT8 result
+        row["int8_error"] = child["int8_error"]
     return row
 
 
@@ -146,6 +169,6 @@ def run_peer(model: str, cfg: ShowdownConfig, epochs: int, out: Path, dataset, t
         child = run_child(child_command(model, cfg, epochs, out, threads, python, seed, script), model, out)
     t1 = time.perf_counter()
     row = score_child(child, dataset, out)
-    row.update({"epochs": epochs, "train_s": child["train_s"], "after_s": child["after_s"] + time.perf_counter() - t1,
-                "device": child["device"], "train_threads": child.get("train_threads")})
+    row.update({**parts_record(read_parts(out)), "epochs": child.get("epochs", epochs), "device": child["device"],
+                "after_s": child["after_s"] + time.perf_counter() - t1, "recipe": "Ultralytics defaults"})
     return row

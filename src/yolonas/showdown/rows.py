@@ -50,11 +50,18 @@ class ShowdownRow:
     onnx_fp32: str | None = None
     int8_ir: str | None = None
     int8_recipe: str | None = None
-    train_s: float | None = None
+    train_s: float | None = None  # training wall-clock: the sum of train_parts' seconds
     after_s: float | None = None  # evaluation, export, INT8 (the budget's per-run cost besides training)
     device: str | None = None
-    recipe: str | None = None
-    train_threads: int | None = None
+    recipe: str | None = None  # ours: the recipe; the peers: Ultralytics' defaults
+    precision: str | None = None  # how it trained: fp32, bf16 autocast, fp16 autocast
+    train_threads: int | str | None = None  # 'mixed: ...' when its parts differ
+    train_cpu: str | None = None  # deploy.timing.cpu_info().describe() of its training; 'mixed: ...' across parts
+    train_parts: list[dict] | None = None  # one per call that trained it (showdown.clock): CPU, threads, seconds
+    train_time_rule: str | None = None  # how train_s comes from the parts, in words
+    time_plan: dict | None = None  # --minutes: the minutes, the epochs planned, the seconds predicted, the probe
+    time_comparable: bool | None = None  # set by the report: trained wholly on the data set's reference CPU
+    int8_error: str | None = None  # the peer's INT8 step failed: why (its fp32 results stand)
     latency_fp32_ms: float | None = None
     latency_int8_ms: float | None = None
     latency_timed_with: list[str] | None = None
@@ -69,6 +76,8 @@ class ShowdownRow:
     seeds: list[int] | None = None
     seeds_failed: list[int] | None = None
     AP_spread: float | None = None  # sample standard deviation over the seeds (2 or more)
+    AP50_spread: float | None = None
+    APs_spread: float | None = None
     AP_int8_spread: float | None = None
     extra: dict = field(default_factory=dict)  # keys of a row file this version does not know, kept as they were
 

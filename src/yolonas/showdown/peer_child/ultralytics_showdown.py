@@ -6,7 +6,11 @@ and its helper ultralytics_offline.py as package data, never imports them, score
 evaluator and times the exported files itself. Steps, into --out:
   1. build `YOLO("<model>.yaml")` (a name it cannot build fails here, in one line, exit 3); train it from scratch
      on --data with the given epochs/imgsz/batch/seed, Ultralytics' default hyper-parameters, no validation during
-     training (the last weights are scored, like ours); a cut-off run resumes from its last.pt;
+     training (the last weights are scored, like ours); fp32 on a CPU (its AMP is CUDA-only), fp16 AMP on a GPU.
+     A cut-off run resumes from its last.pt with that run's epochs. The run's clock, train_time.json (the format of
+     yolonas.showdown.clock), gets the time at every saved epoch and at the end, one part per call. With --probe
+     (the time probe of --minutes) the script stops here: no evaluation, export or INT8. --stop-after-epochs N
+     stops once epoch N is saved (exit 75), as a cut-off session would;
   2. `val(conf=0.01, iou=0.7, max_det=300, save_json=True)` on the data.yaml's `val`: COCO-format detections
      (Ultralytics' own evaluation path, boxes in original pixels; the JSON holds the very detections its metrics
      count) -> pred_fp32.json. With --nms-free (YOLO26) val runs with nms=False: the end-to-end (one-to-one) head's
@@ -15,7 +19,8 @@ evaluator and times the exported files itself. Steps, into --out:
      -> model_fp32.onnx;
   4. with --int8-data: Ultralytics' own OpenVINO INT8 export (`export(format="openvino", int8)`, NNCF) calibrated
      on that data.yaml's val images (the parent lists the same train images it calibrates ours on)
-     -> model_int8_openvino_model/, then step 2 again on it -> pred_int8.json.
+     -> model_int8_openvino_model/, then step 2 again on it -> pred_int8.json. A failing INT8 step is reported
+     as the result's int8_error; the fp32 results stand.
 Prints one line `SHOWDOWN_RESULT {json}` on stdout; everything else goes to stderr.
 
     .venv-ultralytics/bin/python src/yolonas/showdown/peer_child/ultralytics_showdown.py --model yolo11s --data D \
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -34,6 +40,8 @@ import time
 from pathlib import Path
 
 from ultralytics_offline import NETWORK_ATTEMPTS, go_offline, settings
+
+STOPPED_EXIT = 75  # yolonas.showdown.clock.STOPPED_EXIT: stopped as asked, resumable
 
 
 def _settings() -> None:
@@ -63,25 +71,98 @@ def _read_results_csv(self) -> dict:
     return {k.strip(): [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
+class StopAsked(Exception):  # noqa: N818 - a stop asked for, not an error
+    """--stop-after-epochs reached: the run's last.pt and clock are saved; exit STOPPED_EXIT."""
+
+
+class Clock:
+    """The run's training clock, <out>/train_time.json: the format of yolonas.showdown.clock (one part per session,
+    seconds from its start to its last saved epoch, the last part to the end of training), written here because
+    this script cannot import yolonas."""
+
+    def __init__(self, out: Path, cpu: str, threads: int, clock: str):
+        self.path, self.cpu, self.threads, self.clock = out / "train_time.json", cpu, threads, clock
+        self.now = time.process_time if clock == "cpu" else time.perf_counter
+        self.t0 = self.now()
+        self.parts = json.loads(self.path.read_text())["parts"] if self.path.is_file() else []
+        self.part = None
+
+    def _open(self, from_epoch: int, precision: str | None) -> dict:
+        if self.part is None:
+            self.part = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                         "cpu": self.cpu, "threads": self.threads, "clock": self.clock, "precision": precision,
+                         "from_epoch": from_epoch,
+                         "epochs_done": from_epoch, "epoch_ends": [], "seconds": 0.0, "finished": False}
+            self.parts.append(self.part)
+        return self.part
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"parts": self.parts}, indent=1) + "\n")
+        tmp.replace(self.path)
+
+    def epoch_end(self, trainer, stop_after: int | None) -> None:
+        """Ultralytics' on_model_save callback: the saved epoch noted, then a stop asked for raised."""
+        done = trainer.epoch + 1
+        part = self._open(trainer.start_epoch, _precision(trainer))
+        now = round(self.now() - self.t0, 3)
+        part.update(epochs_done=done, seconds=now, epoch_ends=[*part["epoch_ends"], now])
+        self._write()
+        if stop_after is not None and stop_after <= done < trainer.epochs:
+            raise StopAsked(f"stopped after epoch {done} of {trainer.epochs}")
+
+    def finish(self, epochs_done: int, precision: str | None) -> None:
+        part = self._open(epochs_done, precision)
+        part.update(epochs_done=epochs_done, seconds=round(self.now() - self.t0, 3), finished=True)
+        self._write()
+
+
+def _precision(trainer) -> str:
+    """How Ultralytics trains here: its AMP (fp16 autocast, bf16 when asked) runs on CUDA only."""
+    if not trainer.amp:
+        return "fp32"
+    return "bf16 autocast" if trainer.args.amp == "bf16" else "fp16 autocast"
+
+
+def _last_state(last: Path) -> str:
+    """'fresh' (no last.pt), 'resume' (cut off between epochs) or 'done' (its epochs all trained: Ultralytics
+    refuses to resume it, and strips last.pt's epoch once it finishes)."""
+    if not last.is_file():
+        return "fresh"
+    import torch  # noqa: PLC0415
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    epoch, epochs = ckpt.get("epoch", -1), (ckpt.get("train_args") or {}).get("epochs", 0)
+    return "done" if epoch < 0 or epoch + 1 >= epochs else "resume"
+
+
 def train(args, out: Path) -> dict:
-    """Train (or resume); returns {last, train_s, train_threads}. A finished run is not trained again."""
+    """Train (or resume from last.pt, with its own epochs), timed by the run's clock; {last, epochs, close_mosaic,
+    precision}. A finished run is not trained again."""
     from ultralytics import YOLO  # noqa: PLC0415
+    from ultralytics.cfg import DEFAULT_CFG  # noqa: PLC0415
 
     done = out / "train_done.json"
     if done.is_file():
         return json.loads(done.read_text())
-    t0 = time.perf_counter()
+    clock = Clock(out, args.cpu, args.threads, args.clock)
     last = out / "train" / "weights" / "last.pt"
-    if last.is_file():  # a call cut off mid-training
-        YOLO(str(last)).train(resume=True)
-    else:
-        YOLO(f"{args.model}.yaml").train(
-            data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-            device=args.device, workers=args.workers, project=str(out), name="train", exist_ok=True,
-            pretrained=False, val=False, plots=False, deterministic=False, amp=args.device != "cpu", verbose=False)
-    import torch  # noqa: PLC0415
-
-    record = {"last": str(last), "train_s": time.perf_counter() - t0, "train_threads": torch.get_num_threads()}
+    state = _last_state(last)
+    model = YOLO(str(last)) if state != "fresh" else YOLO(f"{args.model}.yaml")
+    model.add_callback("on_model_save", lambda trainer: clock.epoch_end(trainer, args.stop_after_epochs))
+    if state == "resume":  # a call cut off mid-training
+        model.train(resume=True)
+    elif state == "fresh":
+        close = {} if args.close_mosaic is None else {"close_mosaic": args.close_mosaic}
+        model.train(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
+                    device=args.device, workers=args.workers, project=str(out), name="train", exist_ok=True,
+                    pretrained=False, val=False, plots=False, deterministic=False, amp=args.device != "cpu",
+                    verbose=False, **close)
+    trainer = model.trainer
+    epochs = trainer.epochs if trainer is not None else args.epochs
+    precision = _precision(trainer) if trainer is not None else None
+    clock.finish(epochs, precision)
+    record = {"last": str(last), "epochs": epochs, "close_mosaic": DEFAULT_CFG.close_mosaic, "precision": precision}
     done.write_text(json.dumps(record) + "\n")
     return record
 
@@ -172,17 +253,54 @@ def parse_args() -> argparse.Namespace:
                     "skipped without it")
     ap.add_argument("--calib-images", type=int, default=0, help="how many calibration images (for the report)")
     ap.add_argument("--nms-free", action="store_true", help="score and export the end-to-end head (YOLO26)")
+    ap.add_argument("--cpu", default="unknown CPU", help="this machine's CPU in words, for the training clock")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what the training clock counts: "
+                    "wall-clock, or this process's CPU seconds (tests on a shared machine)")
+    ap.add_argument("--probe", action="store_true", help="train only (the time probe): no val, export or INT8")
+    ap.add_argument("--close-mosaic", type=int, help="last epochs without mosaic (default: Ultralytics')")
+    ap.add_argument("--stop-after-epochs", type=int, help=f"stop (exit {STOPPED_EXIT}) once this epoch is saved, as "
+                    "a cut-off session would; the next call resumes from last.pt")
     return ap.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
+def int8_result(last: Path, args, out: Path) -> dict:
+    """Ultralytics' own OpenVINO INT8 of the trained weights, predicted on the eval split; its failure is the
+    result's int8_error (the fp32 results stand), so that what its INT8 gives is reported as measured."""
+    try:
+        int8_ir, recipe = export_int8(last, args, out)
+        pred_int8, own8 = predict_json(int8_ir.parent, args, out, "val_int8", "cpu", 1)
+    except Exception as e:  # noqa: BLE001 - any failure of the INT8 step is reported the same way, in one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"INT8 failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        return {"int8_error": f"{type(e).__name__}: {first}"[:300]}
+    return {"int8_ir": str(int8_ir), "pred_int8": str(pred_int8), "int8_recipe": recipe, "own_map_int8": own8["map"]}
+
+
+def after_training(args, out: Path, record: dict) -> dict:
+    """Count, predict (fp32), export ONNX, and INT8 when asked: the result's fields."""
+    from ultralytics import YOLO  # noqa: PLC0415
+    from ultralytics.utils.torch_utils import get_flops, get_num_params  # noqa: PLC0415
+
+    last = Path(record["last"])
+    model = YOLO(str(last))
+    if args.nms_free:  # fusion drops the head not in use: count the one that is scored
+        model.model.end2end = True
+    model.fuse()
+    params, gflops = get_num_params(model.model), get_flops(model.model, args.imgsz)
+    pred_fp32, own = predict_json(last, args, out, "val_fp32", args.device, args.batch)
+    onnx_fp32 = export(last, args, out)
+    result = {"params": int(params), "gflops": float(gflops), "pred_fp32": str(pred_fp32),
+              "onnx_fp32": str(onnx_fp32), "own_map": own["map"], "own_map50": own["map50"]}
+    return {**result, **(int8_result(last, args, out) if args.int8_data else {})}
+
+
+def set_up(args) -> Path:
+    """Offline, the threads for both families, the device in Ultralytics' words; the output folder."""
     go_offline()
     # Ultralytics sets OMP_NUM_THREADS=1 on import and, on CPU, torch threads to cpu_count - 1 (1 on 2 cores),
     # which silently halved its CPU training against ours; --threads holds for both families.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch  # noqa: PLC0415
-    import ultralytics  # noqa: PLC0415
     import ultralytics.utils.torch_utils as torch_utils  # noqa: PLC0415
 
     _settings()
@@ -194,31 +312,28 @@ def main() -> None:
         args.device = args.device.partition(":")[2] or "0"
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    out = set_up(args)
+    import torch  # noqa: PLC0415
+    import ultralytics  # noqa: PLC0415
+
     with contextlib.redirect_stdout(sys.stderr):  # Ultralytics prints progress; stdout carries the result only
         build_check(args.model)
-        record = train(args, out)
-        last, train_s = Path(record["last"]), record["train_s"]
+        try:
+            record = train(args, out)
+        except StopAsked as stop:
+            print(stop, file=sys.stderr, flush=True)
+            raise SystemExit(STOPPED_EXIT) from None
         t1 = time.perf_counter()
-        from ultralytics import YOLO  # noqa: PLC0415
-        from ultralytics.utils.torch_utils import get_flops, get_num_params  # noqa: PLC0415
-
-        model = YOLO(str(last))
-        if args.nms_free:  # fusion drops the head not in use: count the one that is scored
-            model.model.end2end = True
-        model.fuse()
-        params, gflops = get_num_params(model.model), get_flops(model.model, args.imgsz)
-        pred_fp32, own = predict_json(last, args, out, "val_fp32", args.device, args.batch)
-        onnx_fp32 = export(last, args, out)
-        result = {"model": args.model, "epochs": args.epochs, "train_s": train_s, "params": int(params),
-                  "train_threads": record.get("train_threads"),
-                  "gflops": float(gflops), "pred_fp32": str(pred_fp32), "onnx_fp32": str(onnx_fp32),
-                  "own_map": own["map"], "own_map50": own["map50"],
-                  "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}", "nms_free": args.nms_free}
-        if args.int8_data:
-            int8_ir, recipe = export_int8(last, args, out)
-            pred_int8, own8 = predict_json(int8_ir.parent, args, out, "val_int8", "cpu", 1)
-            result.update({"int8_ir": str(int8_ir), "pred_int8": str(pred_int8), "int8_recipe": recipe,
-                           "own_map_int8": own8["map"]})
+        result = {"model": args.model, "epochs": record["epochs"], "close_mosaic": record["close_mosaic"],
+                  "precision": record["precision"], "nms_free": args.nms_free, "probe": args.probe,
+                  "device": "cpu" if args.device == "cpu" else f"cuda:{args.device}"}
+        if not args.probe:  # a probe only trains: no evaluation, export or INT8
+            result.update(after_training(args, out, record))
     result.update({"after_s": time.perf_counter() - t1, "network_attempts": NETWORK_ATTEMPTS,
                    "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__}})
     print("SHOWDOWN_RESULT " + json.dumps(result), flush=True)
