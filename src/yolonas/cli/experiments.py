@@ -25,6 +25,8 @@ from yolonas.cli.options import (
     PopulationOpt,
     ProxyOpt,
     SeedOpt,
+    SkipMissingPeersOpt,
+    UltralyticsPythonOpt,
     _choice,
     _imgsz,
     _threads,
@@ -70,16 +72,10 @@ def showdown(
                        ] = None,
     threads: Annotated[int | None, _threads("for training (every family) and for timing")] = None,
     seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
-    ultralytics_python: Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
-                                  "venv (default: $YOLONAS_ULTRALYTICS_PYTHON, else .venv-ultralytics/bin/python).")
-                                  ] = None,
-    skip_missing_peers: Annotated[bool, typer.Option("--skip-missing-peers", help="Run our models even when "
-                                  "Ultralytics is not installed; its rows then say how to install it (without this "
-                                  "flag a missing peer stops the call before any training).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Redo runs whose result is already in the run folder.")
-                     ] = False,
-    name: Annotated[str, typer.Option("--name", help="The run folder runs/showdown/<name>/ (results merge).")
-                    ] = "exp",
+    ultralytics_python: UltralyticsPythonOpt = None,
+    skip_missing_peers: SkipMissingPeersOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo runs whose result is in the run folder.")] = False,
+    name: Annotated[str, typer.Option("--name", help="The run folder runs/showdown/<name>/ (results merge).")] = "exp",
     json_out: JsonOpt = None,
 ) -> None:
     """YOLO-NAS vs YOLOv8, YOLO11, YOLO26, each trained its own framework's way for the same epochs or (--minutes)
@@ -91,8 +87,8 @@ def showdown(
     defaults = {} if workers is None else {"workers": workers}  # else ShowdownConfig's, from the CPU count
     cfg = ShowdownConfig(data=data, models=tuple(m.strip() for m in models.split(",") if m.strip()), epochs=epochs,
                          budget_minutes=budget, minutes=minutes, recipe=recipe, seeds=seeds, imgsz=imgsz, batch=batch,
-                         device=device, backend=backend,
-                         int8=int8, split=split, calib_images=calib_images, threads=threads, seed=seed,
+                         device=device, backend=backend, int8=int8, split=split, calib_images=calib_images,
+                         threads=threads, seed=seed,
                          ultralytics_python=ultralytics_python, skip_missing_peers=skip_missing_peers, force=force,
                          name=name, command="yolonas " + " ".join(sys.argv[1:]), **defaults)
     _run_showdown(cfg, json_out)

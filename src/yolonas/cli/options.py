@@ -261,3 +261,10 @@ OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset, 11 or more (
 Int8Opt = Annotated[bool, typer.Option("--int8", help="INT8, calibrated on --data: QDQ .onnx (onnx) or IR (openvino).")]
 Int8DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="--int8: calibration images (data set or "
                                                  "folder).")]
+
+# showdown
+UltralyticsPythonOpt = Annotated[str | None, typer.Option("--ultralytics-python", help="Python of the Ultralytics "
+                                 "venv (default: $YOLONAS_ULTRALYTICS_PYTHON, else .venv-ultralytics/bin/python).")]
+SkipMissingPeersOpt = Annotated[bool, typer.Option("--skip-missing-peers", help="Run our models even when Ultralytics "
+                                "is not installed; its rows then say how to install it (without this flag a missing "
+                                "peer stops the call before any training).")]

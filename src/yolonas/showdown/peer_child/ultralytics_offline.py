@@ -9,6 +9,7 @@ venv and switches its integrations off.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 # Settings, runs, exports: inside the Ultralytics venv this runs in (.venv-ultralytics/work), never in the repo or
 # the installed package.
 WORK = Path(sys.prefix) / "work"
+log = logging.getLogger("yolonas.showdown.child")
 NETWORK_ATTEMPTS: list[str] = []
 
 
@@ -25,7 +27,7 @@ def _block_network(event: str, args: tuple) -> None:
     if event == "socket.getaddrinfo" or event == "urllib.Request" or (
             event == "socket.connect" and getattr(args[0], "family", None) != socket.AF_UNIX):
         NETWORK_ATTEMPTS.append(f"{event} {args[:2]!r}"[:200])
-        print(f"[peers] blocked network access: {event} {args[:2]!r}"[:200], file=sys.stderr)
+        log.warning("[peers] blocked network access: %s", f"{event} {args[:2]!r}"[:200])
         raise OSError(f"network access blocked by the yolonas peer audit hook: {event}")
     if event == "subprocess.Popen" and "pip" in " ".join(map(str, args[1] or ())):
         NETWORK_ATTEMPTS.append(f"pip subprocess {args[1]!r}"[:200])

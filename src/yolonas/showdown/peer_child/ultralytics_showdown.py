@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import logging
 import os
 import shutil
 import sys
@@ -40,6 +41,9 @@ import time
 from pathlib import Path
 
 from ultralytics_offline import NETWORK_ATTEMPTS, go_offline, settings
+
+# Messages for the parent's log go to stderr; stdout carries the one result line (the child's output).
+log = logging.getLogger("yolonas.showdown.child")
 
 STOPPED_EXIT = 75  # yolonas.showdown.clock.STOPPED_EXIT: stopped as asked, resumable
 
@@ -232,7 +236,7 @@ def build_check(model: str) -> None:
         YOLO(f"{model}.yaml")
     except Exception as e:  # noqa: BLE001 - any failure to build is reported the same way, as the last log line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"Ultralytics cannot build {model}.yaml: {first}", file=sys.stderr, flush=True)
+        log.error("Ultralytics cannot build %s.yaml: %s", model, first)
         raise SystemExit(3) from None
 
 
@@ -271,7 +275,7 @@ def int8_result(last: Path, args, out: Path) -> dict:
         pred_int8, own8 = predict_json(int8_ir.parent, args, out, "val_int8", "cpu", 1)
     except Exception as e:  # noqa: BLE001 - any failure of the INT8 step is reported the same way, in one line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"INT8 failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        log.error("INT8 failed: %s: %s", type(e).__name__, first)
         return {"int8_error": f"{type(e).__name__}: {first}"[:300]}
     return {"int8_ir": str(int8_ir), "pred_int8": str(pred_int8), "int8_recipe": recipe, "own_map_int8": own8["map"]}
 
@@ -316,6 +320,7 @@ def set_up(args) -> Path:
 
 
 def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     args = parse_args()
     out = set_up(args)
     import torch  # noqa: PLC0415
@@ -326,7 +331,7 @@ def main() -> None:
         try:
             record = train(args, out)
         except StopAsked as stop:
-            print(stop, file=sys.stderr, flush=True)
+            log.warning("%s", stop)
             raise SystemExit(STOPPED_EXIT) from None
         t1 = time.perf_counter()
         result = {"model": args.model, "epochs": record["epochs"], "close_mosaic": record["close_mosaic"],
@@ -336,7 +341,8 @@ def main() -> None:
             result.update(after_training(args, out, record))
     result.update({"after_s": time.perf_counter() - t1, "network_attempts": NETWORK_ATTEMPTS,
                    "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__}})
-    print("SHOWDOWN_RESULT " + json.dumps(result), flush=True)
+    sys.stdout.write("SHOWDOWN_RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
