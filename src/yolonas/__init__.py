@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from yolonas.arch.model import YoloNAS, build
     from yolonas.arch.spec import ArchSpec, yolo_nas_l, yolo_nas_m, yolo_nas_s
+    from yolonas.deploy.open import open_predictor
     from yolonas.errors import YolonasError
     from yolonas.infer import Detections, NMSConfig, Predictor, TileConfig
     from yolonas.preprocess import Preprocessing
@@ -20,12 +21,12 @@ _HOMES = {
     "ArchSpec": "yolonas.arch.spec", "yolo_nas_s": "yolonas.arch.spec", "yolo_nas_m": "yolonas.arch.spec",
     "yolo_nas_l": "yolonas.arch.spec", "YolonasError": "yolonas.errors", "load": "yolonas.weights",
     "Detections": "yolonas.infer", "NMSConfig": "yolonas.infer", "Predictor": "yolonas.infer",
-    "TileConfig": "yolonas.infer",
+    "TileConfig": "yolonas.infer", "open_predictor": "yolonas.deploy.open",
 }
 
 __all__ = [
     "ArchSpec", "Detections", "NMSConfig", "Predictor", "Preprocessing", "TileConfig", "YoloNAS", "YolonasError",
-    "build", "load", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l",
+    "build", "load", "open_predictor", "yolo_nas_s", "yolo_nas_m", "yolo_nas_l",
 ]
 __version__ = "0.1.0"
 
