@@ -6,6 +6,8 @@ import ast
 from pathlib import Path
 from typing import NamedTuple
 
+from sources import parse_files
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "yolonas"
 
@@ -104,10 +106,11 @@ def import_edges(root: Path = SRC) -> list[Edge]:
     the importer is or lives in (Python has already started importing it by then).
     """
     modules = module_names(root)
+    trees = parse_files(list(modules.values()))
     edges = []
     for name, path in modules.items():
         own = {name, *_ancestors(name)}
-        for node, where in _walk(ast.parse(path.read_text(encoding="utf-8")), None, None):
+        for node, where in _walk(trees[path], None, None):
             for dst in _targets(node, name, modules):
                 implied = {p for p in _ancestors(dst) if p not in own and p != PACKAGE}
                 edges += [Edge(name, d, where) for d in sorted({dst} | implied)]

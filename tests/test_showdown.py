@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sources import parse_files
 from yolonas.arch.model import build
 from yolonas.arch.spec import yolo_nas_tiny
 from yolonas.data import make_synthetic_dataset, open_dataset
@@ -353,8 +354,8 @@ def test_the_child_script_ships_inside_the_package_and_src_never_reaches_into_be
         assert script.is_file() and (script.parent / "ultralytics_offline.py").is_file()
         assert "benchmarks" not in script.parts
     src = Path(__file__).resolve().parents[1] / "src" / "yolonas"
-    for path in src.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for path, tree in parse_files(sorted(src.rglob("*.py"))).items():
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] == "benchmarks" for n in names), path
