@@ -138,11 +138,12 @@ async def load(url: str, images: list[bytes], concurrency: int, requests: int, s
                 else:
                     errors[str(code)] = errors.get(str(code), 0) + 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # The client shares the CPU with the server here: its cores used are part of the story.
     return {"concurrency": concurrency, "requests": sent["n"], "ok": len(latencies), "errors": errors,
-            "seconds": wall, "images_per_s": len(latencies) / wall,
+            "seconds": wall, "images_per_s": len(latencies) / wall, "client_cores": cpu / wall,
             "latency_ms": percentiles(latencies) if latencies else {}}
 
 
@@ -192,14 +193,14 @@ def markdown(result: dict) -> str:
              f"{result['images']} coco128 images.", "",
              "| offline batch | ms / batch | images / s |", "|---:|---:|---:|"]
     lines += [f"| {b} | {r['ms_per_batch']:.1f} | {r['images_per_s']:.1f} |" for b, r in off["by_batch"].items()]
-    lines += ["", "| batching | concurrency | requests | images / s | p50 ms | p99 ms | errors |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| batching | concurrency | requests | images / s | p50 ms | p99 ms | errors | client's cores |",
+              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for mode in BATCHING:
         for r in result["online"][mode]:
             lat = r["latency_ms"]
             lines.append(f"| {mode} | {r['concurrency']} | {r['requests']} | {r['images_per_s']:.1f} | "
                          f"{lat.get('p50', float('nan')):.1f} | {lat.get('p99', float('nan')):.1f} | "
-                         f"{r['errors'] or 0} |")
+                         f"{r['errors'] or 0} | {r.get('client_cores', float('nan')):.2f} |")
     soak_rss = result["online"]["soak"]["rss_mb"]
     lines += ["", f"- server at concurrency {s['concurrency']} / offline best batch ({off['best_batch']}): "
               f"{s['server_vs_offline']:.2f}x",

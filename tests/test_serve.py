@@ -335,6 +335,26 @@ def test_the_worker_batches_what_waits_one_option_set_per_batch():
     assert done[1].batch_size == 3 and done[0].detections.class_names == ["a", "b"]
 
 
+def test_a_lone_image_is_not_held_back_waiting_for_itself():
+    gate, calls = threading.Event(), []
+    gate.set()
+    batcher = Batcher(lambda: _gated_predictor(gate, calls), max_batch=8, max_wait_ms=60_000, max_queue=6)
+    batcher.start()
+    try:
+        image = np.zeros((32, 32, 3), np.uint8)
+        with batcher.incoming() as ticket:  # as a handler does: decode, then submit inside the context
+            future = batcher.submit(image, RunOptions(NMSConfig()), 30, ticket=ticket)
+            done = future.result(20)  # with the handler still inside: waiting for "incoming" images would hang
+        with batcher.incoming() as other, batcher.incoming() as ticket:  # another image still being decoded
+            future = batcher.submit(image, RunOptions(NMSConfig()), 30, ticket=ticket)
+            time.sleep(0.2)
+            assert not future.done()  # the worker waits for the image on its way (max_wait 60 s)
+        assert not other.submitted and future.result(20).batch_size == 1  # that one was dropped: no wait left
+    finally:
+        batcher.stop()
+    assert done.batch_size == 1 and calls == [1, 1]
+
+
 def test_a_model_that_fails_to_open_fails_start():
     def broken() -> Predictor:
         raise InputError("w.pt: no such file")

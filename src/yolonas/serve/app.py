@@ -206,11 +206,11 @@ async def _detect(server: Server, request: Request, options: RunOptions) -> Done
     if not batcher.has_room():  # refused before its body is even read
         raise _busy(f"{batcher.depth} images are queued (--max-queue {batcher.max_queue})")
     data, name = await read_upload(request, config.max_bytes)
-    with batcher.incoming():
+    with batcher.incoming() as ticket:
         image = await run_in_threadpool(decode_image, data, config.max_pixels)
         _check_tiles(options.tiles, image.shape[:2])
         try:
-            future = batcher.submit(image, options, config.timeout_s, name)
+            future = batcher.submit(image, options, config.timeout_s, name, ticket)
         except QueueFull as e:
             raise _busy(str(e)) from None
     try:

@@ -82,6 +82,13 @@ class _Job:
     future: Future = field(default_factory=Future)
 
 
+@dataclass
+class _Ticket:
+    """An image a handler is decoding; `submitted` once it is queued (or refused)."""
+
+    submitted: bool = False
+
+
 BatchObserver = Callable[[int, float], None]  # (images, seconds) of each batch run
 
 
@@ -142,21 +149,32 @@ class Batcher:
     # ------------------------------------------------------------------------------------------ handlers' side
 
     @contextmanager
-    def incoming(self) -> Iterator[None]:
-        """Around a handler's decoding: tells the worker an image is on its way, so it may wait for it."""
+    def incoming(self) -> Iterator[_Ticket]:
+        """Around a handler's decoding: tells the worker an image is on its way, so it may wait for it.
+
+        Submit with the ticket it yields: the image stops being "on its way" in the same step that queues it (else
+        the worker would wait `max_wait_ms` for the very image it holds).
+        """
+        ticket = _Ticket()
         with self._cond:
             self._incoming += 1
         try:
-            yield
+            yield ticket
         finally:
             with self._cond:
-                self._incoming -= 1
-                self._cond.notify_all()
+                if not ticket.submitted:
+                    self._incoming -= 1
+                    self._cond.notify_all()
 
-    def submit(self, image: np.ndarray, options: RunOptions, timeout_s: float, name: str | None = None) -> Future:
+    def submit(self, image: np.ndarray, options: RunOptions, timeout_s: float, name: str | None = None,
+               ticket: _Ticket | None = None) -> Future:
         """Queue one RGB image; a Future of its `Done`. QueueFull when `max_queue` images wait already."""
         job = _Job(image, options, name, time.monotonic() + timeout_s)
         with self._cond:
+            if ticket is not None and not ticket.submitted:
+                ticket.submitted = True
+                self._incoming -= 1
+                self._cond.notify_all()
             if self._stopping:
                 raise QueueFull("the server is shutting down")
             if len(self._jobs) >= self.max_queue:

@@ -28,6 +28,8 @@ def run(config: ServeConfig) -> None:
         log.info("serving %s (%s %s, input %dx%d, %d classes) on http://%s:%d; the page at /, the API at /docs%s",
                  config.weights, info.runtime, info.precision, *info.image_size, len(info.class_names),
                  config.host, config.port, "; API key required" if config.api_key else "")
+        # loop and http stay "auto": uvicorn[standard]'s uvloop and httptools, when installed, cost the event loop
+        # less per request, CPU time the inference worker gets back on a machine with few cores.
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
                     server_header=False, limit_concurrency=config.max_queue + SPARE_CONNECTIONS,
                     timeout_graceful_shutdown=5)
