@@ -29,6 +29,10 @@ def _path_of(line: str) -> Path:
     return Path(line.split(": ", 1)[1].split(" (", 1)[0])
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train_until_last_pt(tmp_path: Path, val_every: int, workers: int) -> tuple[subprocess.Popen, Path]:
     """Start a long tiny training in its own process group; return once its first last.pt is on disk."""
     data = make_synthetic_dataset(tmp_path / "shapes", n_images=4, n_val=2, size=64, seed=1)
@@ -36,8 +40,10 @@ def _train_until_last_pt(tmp_path: Path, val_every: int, workers: int) -> tuple[
            "1000", "--imgsz", "64", "--batch", "2", "--workers", str(workers), "--name", "cut", "--set",
            "run.plots=false", "--set", f"run.val_every={val_every}"]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    # Ctrl-C as at a terminal: a parent that ignores SIGINT (pytest-xdist's workers do) passes that on, and Python
+    # then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     last = tmp_path / "runs" / "train" / "cut" / "weights" / "last.pt"
     deadline = time.monotonic() + PATIENCE_S
     while not last.is_file():
