@@ -46,7 +46,7 @@ demo: install
 	$(PYTHON) scripts/demo.py
 
 test: install
-	$(PYTHON) -m pytest tests -p no:cacheprovider --durations=15
+	$(PYTHON) -m pytest tests -p no:cacheprovider --durations=15 -n 2 --dist loadfile
 
 lint: install
 	$(PYTHON) -m ruff check src tests benchmarks

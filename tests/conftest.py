@@ -36,9 +36,13 @@ def aquarium(datasets: Path) -> Path:
     return datasets / "aquarium"
 
 
+# Under pytest-xdist (`make test` runs two workers) each worker gets one of the two cores.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 
