@@ -52,7 +52,7 @@ def _root(
 def _fail(message: str, code: int = 2) -> None:
     """Leave no empty run folder behind, print `error: <message>` as one line and exit with `code`."""
     _remove_empty_run_folders()
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     sys.exit(code)
 
 
@@ -81,7 +81,7 @@ def main() -> None:
 
 def _fail_interrupted() -> None:
     _remove_empty_run_folders()
-    print("interrupted", file=sys.stderr)
+    typer.echo("interrupted", err=True)
     sys.exit(130)
 
 

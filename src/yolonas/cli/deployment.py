@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +36,7 @@ from yolonas.cli.options import (
     _rule,
     _threads,
 )
-from yolonas.cli.shared import _device, _emit_json, _model_arg, _quiet, _say, run_dir
+from yolonas.cli.shared import _device, _emit_json, _model_arg, _out, _quiet, _say, run_dir
 from yolonas.errors import InputError
 
 
@@ -171,7 +170,7 @@ def quantize(
     out = run_dir("quantize", name)
     progress = None
     if json_out != "-" and not _quiet():
-        progress = lambda i, n, layer: print(f"sensitivity {i + 1}/{n}: {layer}", file=sys.stderr)  # noqa: E731
+        progress = lambda i, n, layer: _say(f"sensitivity {i + 1}/{n}: {layer}")  # noqa: E731
     cfg = QuantConfig(data, out, output=output, split=split, mode=mode, fmt=format_, quantizer=quantizer,
                       calib_images=calib_images, val_images=val_images, method=method, percentile=percentile,
                       seed=seed, activations="int8" if int8_activations else "uint8", float_layers=float_layers or (),
@@ -258,7 +257,7 @@ def bench(
     header = (f"{weights} on {label}, {device}, {torch.get_num_threads()} torch threads, input "
               f"{pre.image_size[0]}x{pre.image_size[1]}, {warmup} warm-up + {runs} timed calls, images: {what}")
     if json_out != "-":
-        print(header + "\n\n" + table)
+        _out(header + "\n\n" + table)
     result = {"weights": weights, "images": what, "results": [r.to_dict() for r in results]}
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +281,7 @@ def _bench_all(weights: str, source: str | None, data: str | None, imgsz: int | 
     result["weights"] = weights
     markdown = f"# What is fastest here: {weights}\n\n{result.pop('markdown')}\n"
     if json_out != "-":
-        print(markdown)
+        _out(markdown)
     stem = Path(output) if output else out / "paths"
     stem.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -31,7 +31,7 @@ from yolonas.cli.options import (
     _imgsz,
     _threads,
 )
-from yolonas.cli.shared import _device, _emit_json, _quiet, _say, run_dir
+from yolonas.cli.shared import _device, _emit_json, _out, _quiet, _say, run_dir
 from yolonas.errors import InputError
 
 
@@ -110,8 +110,8 @@ def _run_showdown(cfg, json_out: str | None) -> None:
         progress.setLevel(level)
     if json_out != "-":
         for folder in result["datasets"].values():
-            print(Path(folder, "showdown.md").read_text())
-        print(Path(result["run_dir"], "summary.md").read_text())
+            _out(Path(folder, "showdown.md").read_text())
+        _out(Path(result["run_dir"], "summary.md").read_text())
     _emit_json(result, json_out)
     if result["failed"]:  # the report is written and every other row complete; the call still says it failed
         raise InputError(f"{len(result['failed'])} run(s) failed: {'; '.join(result['failed'])}")

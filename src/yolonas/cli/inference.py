@@ -34,7 +34,7 @@ from yolonas.cli.options import (
     WeightsOpt,
     _imgsz,
 )
-from yolonas.cli.shared import _device, _emit_json, _model_arg, _say, run_dir
+from yolonas.cli.shared import _device, _emit_json, _model_arg, _out, _say, run_dir
 from yolonas.errors import InputError
 
 
@@ -67,8 +67,8 @@ def _print_info(r: dict) -> None:
         t.add_row(part, f"{p['params'] / 1e6:.3f}M", f"{p['params_fused'] / 1e6:.3f}M",
                   f"{p['gflops']:.2f}", f"{p['gflops_fused']:.2f}")
     Console().print(t)
-    print(f"state_dict entries: {r['state_dict_entries']}  (of which rbr_reparam placeholders: "
-          f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
+    _out(f"state_dict entries: {r['state_dict_entries']}  (of which rbr_reparam placeholders: "
+         f"{r['rbr_reparam_params'] / 1e6:.3f}M params)")
 
 
 def _tiles(tile: int, overlap: float | None, whole: bool, merge: str):

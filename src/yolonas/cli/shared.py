@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+import typer
+
 from yolonas.errors import InputError
 
 
@@ -44,7 +46,12 @@ def _quiet() -> bool:
 def _say(text: str) -> None:
     """A command's status line (thresholds, summary, where the files went) on stderr, unless -q."""
     if not _quiet():
-        print(text, file=sys.stderr)
+        typer.echo(text, err=True)
+
+
+def _out(text: str) -> None:
+    """A command's result (a table, a report, JSON) on stdout, where a pipe or a file takes it."""
+    typer.echo(text)
 
 
 def _show_progress(name: str) -> None:
@@ -60,7 +67,7 @@ def _emit_json(result: dict, target: str | None) -> None:
         return
     text = json.dumps(result, indent=2)
     if target == "-":
-        print(text)
+        _out(text)
     else:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text(text + "\n")
